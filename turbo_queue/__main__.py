@@ -1,0 +1,83 @@
+"""Command line: ``python -m turbo_queue status|watch|recover PATH``.
+
+``status`` prints batches and events per state; ``watch`` refreshes that view
+until interrupted; ``recover`` returns batches of dead owners to ready and
+sets unreadable files aside, then says what it did.  None of them creates a
+missing queue folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from ._queue import folder_stats
+from ._recovery import recover
+
+
+def _format(stats: dict) -> str:
+    age = stats["oldest_ready_age_s"]
+    lines = [
+        f"queue   {stats['path']}{'  (closed)' if stats['closed'] else ''}",
+        f"{'state':<9}{'batches':>10}{'events':>14}",
+    ]
+    for state in ("loading", "ready", "claimed"):
+        lines.append(f"{state:<9}{stats[state]['batches']:>10}{stats[state]['events']:>14}")
+    lines.append(f"aside    {stats['aside']:>10}")
+    lines.append(f"oldest ready batch: {'-' if age is None else f'{age:.3f} s old'}")
+    if stats["other_files"]:
+        lines.append(f"other files (not turbo_queue's, left alone): {stats['other_files']}")
+    return "\n".join(lines)
+
+
+def _existing(path: str) -> str:
+    if not os.path.isdir(path):
+        raise SystemExit(f"turbo_queue: no queue folder at {path}")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m turbo_queue", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("status", help="batches and events per state")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="print the stats as JSON")
+    p = sub.add_parser("watch", help="refresh the status view until Ctrl-C")
+    p.add_argument("path")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    p.add_argument("--count", type=int, default=None, help="stop after this many refreshes")
+    p = sub.add_parser("recover", help="return batches of dead owners to ready")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    path = _existing(os.path.abspath(args.path))
+
+    if args.command == "status":
+        stats = folder_stats(path)
+        print(json.dumps(stats, indent=2) if args.json else _format(stats))
+    elif args.command == "watch":
+        if args.interval <= 0:
+            parser.error("--interval: must be positive")
+        n = 0
+        try:
+            while args.count is None or n < args.count:
+                text = _format(folder_stats(path))
+                if sys.stdout.isatty():
+                    sys.stdout.write("\x1b[H\x1b[2J")
+                print(text + f"\n(every {args.interval:g} s, Ctrl-C to stop)", flush=True)
+                n += 1
+                if args.count is None or n < args.count:
+                    time.sleep(args.interval)
+        except KeyboardInterrupt:
+            pass
+    else:
+        report = recover(path)
+        print(json.dumps(report.as_dict(), indent=2) if args.json else str(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

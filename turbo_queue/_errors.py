@@ -1,0 +1,56 @@
+"""The exception hierarchy: one base, the names the standard ``queue`` module uses.
+
+Every exception carries the path involved (the queue folder or the batch file),
+and survives pickling, so a worker process can send it to its parent through a
+``multiprocessing`` pipe unchanged (``BaseException.__reduce__`` re-calls the
+constructor with ``self.args``, which is why ``args`` holds exactly the
+constructor's arguments).
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["BatchFormatError", "Closed", "Empty", "Full", "TurboQueueError"]
+
+
+class TurboQueueError(Exception):
+    """Base class of every error turbo_queue raises on purpose."""
+
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(message, path)
+        self.message = message
+        #: The queue folder or batch file the error is about (a string), or None.
+        self.path = os.fspath(path) if path is not None else None
+
+    def __str__(self) -> str:
+        if self.path is None:
+            return self.message
+        return f"{self.message} [{self.path}]"
+
+
+class Full(TurboQueueError):
+    """``put`` timed out while ``max_ready`` sealed batches were waiting."""
+
+
+class Empty(TurboQueueError):
+    """``get`` timed out with no sealed batch to claim."""
+
+
+class Closed(TurboQueueError):
+    """The queue was closed: no more puts; ``get`` raises it once drained."""
+
+
+class BatchFormatError(TurboQueueError):
+    """A file named like a batch is not a batch this version can read.
+
+    Consumers never raise it at the caller: they set the file aside (renamed,
+    never deleted) and log it.  :func:`turbo_queue.read_batch` raises it.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None,
+                 reason: str = "unreadable") -> None:
+        super().__init__(message, path)
+        self.args = (message, path, reason)
+        #: A short token used in the set-aside file name (``unreadable``, ``format-v9``...).
+        self.reason = reason

@@ -1,0 +1,213 @@
+"""The naming protocol: file names are the whole state machine of a queue.
+
+A queue is a folder.  Every batch is one SQLite file whose *name* says which
+state it is in and who owns it; a state change is one ``os.rename`` inside
+the folder, which POSIX makes atomic: exactly one of several processes racing
+to rename the same file wins, the others get ``FileNotFoundError``.  No
+process ever locks another.
+
+Grammar (``seal_ns`` zero-padded to 20 digits, ``seq`` to 12, so that the
+names of ready batches sort by seal time, then by the producer's sequence)::
+
+    owner    := host "-" pid "-" start "-" nonce
+                host:  the host name, every character outside [A-Za-z0-9.-] replaced by "-"
+                pid:   decimal process id
+                start: process start time in clock ticks since boot, hex ("0" if unknown);
+                       guards the liveness check against a reused pid
+                nonce: 8 hex digits, unique per Producer/Consumer object
+    body     := seal_ns "_" seq "_" count "_" owner ".tqb"
+    loading  := "l_" body          being written by the producer that owner names
+    ready    := "r_" body          sealed and visible; any consumer may claim it
+    claimed  := "c_" owner "__" ready
+                                   owned by the consumer that owner names; the ready
+                                   name is kept whole so a release restores it exactly
+    (acked)                        the claimed file is deleted
+
+Control files: ``CLOSED`` (end of stream, see :meth:`Queue.close`).
+Set-aside files live in the sub-folder ``aside/`` as ``<original name>.<reason>.<ns>``
+and are never deleted by turbo_queue.
+
+Transitions and who makes them::
+
+    loading --seal (producer)---------------> ready
+    ready   --claim (consumer)--------------> claimed
+    claimed --ack (consumer)----------------> deleted
+    claimed --release (consumer, on error)--> ready      (same name: same place in line)
+    claimed --recover (anyone; owner dead)--> ready
+    loading --recover (anyone; owner dead)--> ready if readable, else aside/
+    any     --unreadable--------------------> aside/
+
+Sorting ready names gives seal order at nanosecond resolution; a producer
+never repeats or goes back in ``seal_ns`` (it takes ``max(now, last + 1)``),
+so one consumer sees each producer's batches in the order they were sealed
+even if the wall clock steps back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+from dataclasses import dataclass
+
+__all__ = [
+    "CLOSED_MARKER",
+    "SUFFIX",
+    "BatchName",
+    "ClaimedName",
+    "Owner",
+    "make_owner",
+    "parse_batch_name",
+    "parse_claimed_name",
+]
+
+SUFFIX = ".tqb"
+CLOSED_MARKER = "CLOSED"
+ASIDE_DIR = "aside"
+LOADING, READY, CLAIMED = "l_", "r_", "c_"
+
+_HOST_BAD = re.compile(r"[^A-Za-z0-9.-]")
+_OWNER_RE = re.compile(r"^(?P<host>[A-Za-z0-9.-]+)-(?P<pid>[0-9]+)-(?P<start>[0-9a-f]+)-(?P<nonce>[0-9a-f]{8})$")
+_BODY_RE = re.compile(
+    r"(?P<seal_ns>[0-9]{20})_(?P<seq>[0-9]{12})_(?P<count>[0-9]+)_(?P<owner>[A-Za-z0-9.-]+)"
+    + re.escape(SUFFIX) + "$"
+)
+
+
+def sanitize_host(host: str) -> str:
+    """Make a host name safe for the grammar (it must not contain ``_``)."""
+    return _HOST_BAD.sub("-", host) or "localhost"
+
+
+def _process_start(pid: int) -> int:
+    """Start time of ``pid`` in clock ticks since boot, or 0 where /proc is missing."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rfind(b")") + 2:].split()
+    try:
+        return int(fields[19])  # field 22 overall: starttime
+    except (IndexError, ValueError):
+        return 0
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who owns a loading or claimed file: enough to check whether it is alive."""
+
+    host: str
+    pid: int
+    start: int
+    nonce: str
+
+    def __str__(self) -> str:
+        return f"{self.host}-{self.pid}-{self.start:x}-{self.nonce}"
+
+    @classmethod
+    def parse(cls, text: str) -> Owner | None:
+        m = _OWNER_RE.match(text)
+        if m is None:
+            return None
+        return cls(m["host"], int(m["pid"]), int(m["start"], 16), m["nonce"])
+
+    def is_local(self) -> bool:
+        return self.host == local_host()
+
+    def is_alive(self) -> bool | None:
+        """True/False for an owner on this host; None when it lives elsewhere (unknowable)."""
+        if not self.is_local():
+            return None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # exists, owned by another user
+        if self.start and _process_start(self.pid) not in (0, self.start):
+            return False  # the pid was reused by a newer process
+        return True
+
+
+_local_host: str | None = None
+
+
+def local_host() -> str:
+    global _local_host
+    if _local_host is None:
+        _local_host = sanitize_host(socket.gethostname())
+    return _local_host
+
+
+def make_owner() -> Owner:
+    """A fresh owner token for this process (call it in the process that will own files)."""
+    pid = os.getpid()
+    return Owner(local_host(), pid, _process_start(pid), secrets.token_hex(4))
+
+
+@dataclass(frozen=True)
+class BatchName:
+    """A parsed loading or ready name."""
+
+    state: str  # LOADING or READY
+    seal_ns: int
+    seq: int
+    count: int
+    owner: Owner
+
+    @property
+    def body(self) -> str:
+        return f"{self.seal_ns:020d}_{self.seq:012d}_{self.count}_{self.owner}{SUFFIX}"
+
+    def name(self, state: str | None = None) -> str:
+        return (state or self.state) + self.body
+
+
+@dataclass(frozen=True)
+class ClaimedName:
+    owner: Owner
+    ready_name: str  # the exact name to release it to
+
+
+def parse_batch_name(name: str) -> BatchName | None:
+    """Parse a loading or ready name; None if ``name`` does not follow the grammar."""
+    state = name[:2]
+    if state not in (LOADING, READY):
+        return None
+    m = _BODY_RE.match(name, 2)
+    if m is None:
+        return None
+    owner = Owner.parse(m["owner"])
+    if owner is None:
+        return None
+    return BatchName(state, int(m["seal_ns"]), int(m["seq"]), int(m["count"]), owner)
+
+
+def parse_claimed_name(name: str) -> ClaimedName | None:
+    """Parse a claimed name; None if it does not follow the grammar.
+
+    The embedded ready name is returned even when it is not itself
+    well-formed (a stray ``r_*.tqb`` file that a consumer claimed), so a
+    release or a recovery can always put the file back where it came from.
+    """
+    if not name.startswith(CLAIMED):
+        return None
+    owner_text, sep, ready = name[2:].partition("__")
+    if not sep or not ready.startswith(READY) or not ready.endswith(SUFFIX):
+        return None
+    owner = Owner.parse(owner_text)
+    if owner is None:
+        return None
+    return ClaimedName(owner, ready)
+
+
+def claimed_name(owner: Owner, ready_name: str) -> str:
+    return f"{CLAIMED}{owner}__{ready_name}"
+
+
+def is_ready_name(name: str) -> bool:
+    """Cheap test used on every listing: looks like a ready batch (grammar checked on read)."""
+    return name.startswith(READY) and name.endswith(SUFFIX)

@@ -1,0 +1,348 @@
+"""The producer: buffers items, seals them into a batch file, makes it visible.
+
+Hot path (``put``): serialize the item and append its bytes to an in-memory
+run.  No file-system call happens per item (a syscall costs about as much as
+the rest of ``put``); the folder is touched once per batch, at seal:
+
+1. build the batch database in memory and write it to a *loading* name
+   (``l_...``) that only this producer uses (``O_EXCL``);
+2. ``fsync`` it when ``durable``;
+3. ``rename`` it to its *ready* name (``r_...``): the atomic step that makes
+   the batch visible to consumers whole or not at all;
+4. ``fsync`` the folder when ``durable``, so the rename survives power loss.
+
+A producer that dies between 1 and 3 leaves a loading file that
+:meth:`Queue.recover` seals if it is complete or sets aside if not.  Items
+still in the in-memory buffer when a producer process dies are lost: they
+were never sealed.  ``max_batch_age`` bounds that window in time and
+``batch_size`` in count.
+
+A background thread seals a partial batch once it is ``max_batch_age`` old,
+so an idle producer's last items are not stranded; ``put`` and that thread
+share one lock, which is uncontended in the common case.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from array import array
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from . import _naming as naming
+from ._batch import encode_batch, lengths_bytes, write_file
+from ._errors import Closed, Full, TurboQueueError
+from ._wait import FolderWaiter
+
+if TYPE_CHECKING:
+    from ._queue import Queue
+
+__all__ = ["Producer"]
+
+_live_producers: weakref.WeakSet[Producer] = weakref.WeakSet()
+
+
+class Producer:
+    """Puts items into a queue.  Make one per process (or thread) with :meth:`Queue.producer`."""
+
+    def __init__(self, queue: Queue) -> None:
+        self._queue = queue
+        self._dir = str(queue.path)
+        self._serializer = queue._serializer
+        self._dumps = self._serializer.dumps
+        self._batch_size = queue.batch_size
+        self._pid = os.getpid()
+        self._owner = naming.make_owner()
+        self._owner_text = str(self._owner)
+        self._seq = 0
+        self._last_seal_ns = 0
+        self._lock = threading.Lock()
+        self._waiter = FolderWaiter(self._dir)
+        # The batch being filled: finished records plus the current run of single puts.
+        self._records: list[tuple[int, bytes | None, bytes]] = []
+        self._run: list[bytes] = []
+        self._run_lengths = array("Q")
+        self._count = 0
+        self._first_put = 0.0  # monotonic time of the oldest unsealed item
+        self._closed = False
+        self._flusher: threading.Thread | None = None
+        self._stop_flusher = threading.Event()
+        self.sealed_batches = 0
+        self.sealed_items = 0
+        _live_producers.add(self)
+
+    # -- public API -------------------------------------------------------
+
+    def put(self, item: Any, timeout: float | None = None) -> None:
+        """Add one item.  Blocks while ``max_ready`` sealed batches are waiting.
+
+        Raises :class:`Full` if ``timeout`` seconds pass without room (the item
+        is then not queued), :class:`Closed` once the queue is closed, and
+        ``TypeError`` (the producer stays usable, nothing partial is queued)
+        if the serializer cannot encode the item.
+        """
+        deadline = self._deadline(timeout)
+        if self._pid != os.getpid():
+            # Checked before taking the lock: a lock held by the parent's
+            # flush thread at fork time stays locked forever in the child.
+            raise self._forked_error()
+        try:
+            data = self._dumps(item)
+        except Exception as exc:
+            raise _encode_error(item, self._serializer.name, exc) from exc
+        with self._lock:
+            self._check_usable()
+            if self._count >= self._batch_size:
+                self._seal_locked(deadline)
+            if self._count == 0:
+                self._start_batch_locked()
+            self._run.append(data)
+            self._run_lengths.append(len(data))
+            self._count += 1
+            if self._count >= self._batch_size:
+                # Seal a full batch at once if there is room; if max_ready is
+                # reached, leave it full and let the next put wait for room.
+                self._seal_locked(deadline, wait=False)
+
+    def put_many(self, items: Iterable[Any], timeout: float | None = None) -> None:
+        """Add many items, serialized together in chunks (cheaper per item than ``put``).
+
+        Items are split across batches at ``batch_size``.  If the serializer
+        cannot encode a chunk, ``TypeError`` names the first item it cannot
+        encode and no item of that chunk is queued (earlier chunks are).
+        """
+        deadline = self._deadline(timeout)
+        if self._pid != os.getpid():
+            raise self._forked_error()
+        items = items if isinstance(items, list) else list(items)
+        ser = self._serializer
+        pos = 0
+        while pos < len(items):
+            with self._lock:
+                self._check_usable()
+                if self._count >= self._batch_size:
+                    self._seal_locked(deadline)
+                if self._count == 0:
+                    self._start_batch_locked()
+                take = min(self._batch_size - self._count, len(items) - pos)
+                chunk = items[pos:pos + take]
+                if ser.many:
+                    try:
+                        data = ser.dumps_many(chunk)
+                    except Exception as exc:
+                        raise _encode_error(_first_unencodable(chunk, ser.dumps), ser.name, exc) from exc
+                    self._end_run_locked()
+                    self._records.append((1, None, data))
+                else:
+                    encoded = []
+                    for item in chunk:
+                        try:
+                            encoded.append(self._dumps(item))
+                        except Exception as exc:
+                            raise _encode_error(item, ser.name, exc) from exc
+                    self._run.extend(encoded)
+                    self._run_lengths.extend(len(d) for d in encoded)
+                self._count += take
+                pos += take
+                if self._count >= self._batch_size:
+                    self._seal_locked(deadline, wait=False)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Seal the current partial batch now (no-op when nothing is pending)."""
+        deadline = self._deadline(timeout)
+        if self._pid != os.getpid():
+            raise self._forked_error()
+        with self._lock:
+            if self._count:
+                self._seal_locked(deadline)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Seal what is pending and stop the age-flush thread.  Idempotent."""
+        if self._closed or self._pid != os.getpid():
+            self._closed = True
+            return
+        try:
+            self.flush(timeout)
+        finally:
+            self._closed = True
+            self._stop_flusher.set()
+            flusher = self._flusher
+            if flusher is not None and flusher is not threading.current_thread():
+                flusher.join()
+            self._waiter.close()
+
+    @property
+    def pending(self) -> int:
+        """Items accepted but not yet sealed (lost if this process dies now)."""
+        return self._count
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<turbo_queue.Producer {self._owner_text} on {self._dir!r} pending={self._count}>"
+
+    def __reduce__(self):
+        raise TypeError("a Producer belongs to one process; pass the Queue and call queue.producer() there")
+
+    # -- internals --------------------------------------------------------
+
+    @staticmethod
+    def _deadline(timeout: float | None) -> float | None:
+        if timeout is None:
+            return None
+        if timeout < 0:
+            raise ValueError(f"timeout: must be a non-negative number, got {timeout!r}")
+        return time.monotonic() + timeout
+
+    def _forked_error(self) -> TurboQueueError:
+        return TurboQueueError(
+            "this Producer was made in another process (before fork); call queue.producer() in this one",
+            self._dir,
+        )
+
+    def _check_usable(self) -> None:
+        if self._pid != os.getpid():
+            raise self._forked_error()
+        if self._closed:
+            raise TurboQueueError("put on a closed Producer", self._dir)
+
+    def _start_batch_locked(self) -> None:
+        # One closed-check per batch, not per item: it costs a syscall.  A put
+        # racing with close() may still seal one more batch; consumers drain
+        # ready batches until none is left, and stats() shows any stragglers.
+        if self._queue.is_closed():
+            raise Closed("the queue is closed; no more puts", self._dir)
+        self._first_put = time.monotonic()
+        if self._flusher is None and self._queue.max_batch_age is not None:
+            self._start_flusher()
+
+    def _end_run_locked(self) -> None:
+        if self._run:
+            self._records.append((0, lengths_bytes(self._run_lengths), b"".join(self._run)))
+            self._run = []
+            self._run_lengths = array("Q")
+
+    def _seal_locked(self, deadline: float | None, wait: bool = True) -> bool:
+        """Seal the pending batch.  Returns False if ``wait`` is false and there is no room."""
+        if not self._wait_for_room(deadline, wait):
+            return False
+        self._end_run_locked()
+        seal_ns = max(time.time_ns(), self._last_seal_ns + 1)
+        self._seq += 1
+        body = naming.BatchName(naming.LOADING, seal_ns, self._seq, self._count, self._owner)
+        loading = os.path.join(self._dir, body.name(naming.LOADING))
+        ready = os.path.join(self._dir, body.name(naming.READY))
+        data = encode_batch(self._records, self._count, self._serializer.name, self._owner_text, seal_ns)
+        durable = self._queue.durable
+        try:
+            write_file(loading, data, durable)
+        except OSError as exc:
+            # Disk full, folder gone or read-only: the items stay buffered, so
+            # the caller can free space and call flush() again.
+            self._seq -= 1
+            raise type(exc)(exc.errno, f"cannot write batch: {exc.strerror}", loading) from exc
+        # The atomic step: from here the batch exists for consumers, whole.
+        os.rename(loading, ready)
+        if durable:
+            _fsync_dir(self._dir)
+        self._last_seal_ns = seal_ns
+        self.sealed_batches += 1
+        self.sealed_items += self._count
+        self._records = []
+        self._count = 0
+        return True
+
+    def _wait_for_room(self, deadline: float | None, wait: bool) -> bool:
+        max_ready = self._queue.max_ready
+        if max_ready is None:
+            return True
+        # Listing the folder costs far more than a put, so it happens here,
+        # once per batch, never per item.
+        while self._queue._count_ready() >= max_ready:
+            if not wait:
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Full(f"{max_ready} sealed batches are waiting (max_ready); put timed out", self._dir)
+            self._waiter.wait(deadline)
+        self._waiter.reset()
+        return True
+
+    def _start_flusher(self) -> None:
+        thread = threading.Thread(target=_flush_loop, args=(weakref.ref(self), self._stop_flusher),
+                                  name=f"turbo_queue-flush-{self._owner.nonce}", daemon=True)
+        self._flusher = thread
+        thread.start()
+
+    def _flush_if_old(self) -> None:
+        age = self._queue.max_batch_age
+        with self._lock:
+            if self._closed or not self._count or self._pid != os.getpid():
+                return
+            # The loop wakes every age/4, so sealing at 3/4 of the age keeps
+            # every batch's oldest item under max_batch_age when it is sealed.
+            if time.monotonic() - self._first_put >= 0.75 * age:
+                try:
+                    self._seal_locked(None, wait=False)
+                except OSError:
+                    pass  # disk trouble: the next put or flush reports it to the caller
+
+
+def _flush_loop(ref: weakref.ref[Producer], stop: threading.Event) -> None:
+    """Age flush: seal a partial batch once it is max_batch_age old."""
+    while True:
+        producer = ref()
+        if producer is None:
+            return
+        age = producer._queue.max_batch_age
+        interval = max(age / 4, 0.001)
+        del producer
+        if stop.wait(interval):
+            return
+        producer = ref()
+        if producer is None:
+            return
+        producer._flush_if_old()
+        del producer
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _encode_error(item: Any, serializer: str, exc: BaseException) -> TypeError:
+    return TypeError(f"cannot encode item of type {type(item).__name__} with the {serializer} "
+                     f"serializer: {exc}")
+
+
+def _first_unencodable(items: list[Any], dumps) -> Any:
+    for item in items:
+        try:
+            dumps(item)
+        except Exception:
+            return item
+    return items
+
+
+def _close_all_at_exit() -> None:
+    """Seal what live producers still hold when the interpreter exits normally."""
+    for producer in list(_live_producers):
+        try:
+            producer.close(timeout=5)
+        except Exception:
+            pass
+
+
+import atexit  # noqa: E402
+
+atexit.register(_close_all_at_exit)

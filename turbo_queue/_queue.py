@@ -1,0 +1,207 @@
+"""The Queue: a folder, its settings, and the factory for producers and consumers.
+
+A ``Queue`` object holds no open files and no per-process state, so it can be
+made before ``fork``, pickled to ``spawn``-ed children, or made separately by
+another application on the same path: all of them see the same queue.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from . import _naming as naming
+from ._consumer import Consumer
+from ._producer import Producer
+from ._recovery import RecoveryReport, recover
+from ._serializers import get_serializer
+
+__all__ = ["Queue"]
+
+
+def _positive_int(name: str, value: Any, allow_none: bool = False) -> Any:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name}: must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
+    return value
+
+
+def _positive_number(name: str, value: Any, allow_none: bool = False) -> Any:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name}: must be a positive number{' or None' if allow_none else ''}, got {value!r}")
+    return float(value)
+
+
+class Queue:
+    """A multi-process, multi-application queue stored in the folder ``path``.
+
+    :param path: the queue folder; created with mode 0700 if missing.
+    :param batch_size: items per sealed batch (the unit of claiming and acking).
+    :param max_ready: block ``put`` while this many sealed batches wait (None: unbounded).
+    :param max_batch_age: seconds after which a partial batch is sealed even if its
+        producer makes no further call (None: only when full or flushed).
+    :param serializer: ``"pickle"`` (any object; **never load pickles written by
+        someone you do not trust**), ``"json"``, ``"raw"`` (bytes/str), or an object
+        with ``dumps``/``loads``.
+    :param durable: fsync each batch and the folder at seal, so sealed batches
+        survive power loss (not only process crashes).
+    :param recover_interval: how often, at most, an idle consumer runs recovery.
+    :param allow_shared: open a folder that other users can write even with the
+        pickle serializer (refused by default: writing there means running code
+        in every consumer).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], batch_size: int = 1000, max_ready: int | None = None,
+                 max_batch_age: float | None = 1.0, serializer: Any = "pickle", durable: bool = False,
+                 *, recover_interval: float = 1.0, allow_shared: bool = False) -> None:
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.max_ready = _positive_int("max_ready", max_ready, allow_none=True)
+        self.max_batch_age = _positive_number("max_batch_age", max_batch_age, allow_none=True)
+        self.recover_interval = _positive_number("recover_interval", recover_interval)
+        self._serializer = get_serializer(serializer)
+        self._serializer_spec = serializer
+        self.durable = bool(durable)
+        self.allow_shared = bool(allow_shared)
+        self._path = Path(os.fspath(path)).absolute()
+        self._closed_here = False
+        self._open_folder()
+
+    # -- set-up -----------------------------------------------------------
+
+    def _open_folder(self) -> None:
+        path = str(self._path)
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"cannot create queue folder: {exc.strerror}", path) from None
+        st = os.stat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(20, "queue path is not a folder", path)
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            message = (f"queue folder {path} is writable by other users (mode {stat.S_IMODE(st.st_mode):o}): "
+                       "anyone who can write there can inject items")
+            if self._serializer.name == "pickle" and not self.allow_shared:
+                raise PermissionError(1, message + "; with the pickle serializer that means running code in "
+                                      "every consumer. Use serializer='json' or 'raw', tighten the mode "
+                                      "(chmod 700), or pass allow_shared=True", path)
+            warnings.warn(message, stacklevel=3)
+        # Prove we can create and remove files here now, not at the first seal:
+        # a bad path is reported where the queue is made, naming the path.
+        probe = os.path.join(path, f".probe-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"cannot write in queue folder: {exc.strerror}", path) from None
+
+    def __reduce__(self):
+        kwargs = dict(batch_size=self.batch_size, max_ready=self.max_ready, max_batch_age=self.max_batch_age,
+                      serializer=self._serializer_spec, durable=self.durable,
+                      recover_interval=self.recover_interval, allow_shared=self.allow_shared)
+        return (_rebuild, (str(self._path), kwargs))
+
+    def __repr__(self) -> str:
+        return (f"turbo_queue.Queue({str(self._path)!r}, batch_size={self.batch_size}, max_ready={self.max_ready}, "
+                f"max_batch_age={self.max_batch_age}, serializer={self._serializer.name!r}, durable={self.durable})")
+
+    # -- public API -------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def producer(self) -> Producer:
+        """A new producer for this process (use it as a context manager)."""
+        return Producer(self)
+
+    def consumer(self) -> Consumer:
+        """A new consumer for this process (use it as a context manager)."""
+        return Consumer(self)
+
+    def close(self) -> None:
+        """Mark the end of the stream for every process on this path.
+
+        Later puts raise :class:`Closed`; consumers drain what is sealed and
+        then end.  Call it once all producers have closed (or flushed):
+        items a producer still buffers are refused after this.
+        """
+        self._closed_here = True
+        marker = os.path.join(str(self._path), naming.CLOSED_MARKER)
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, str(time.time_ns()).encode())
+            if self.durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def reopen(self) -> None:
+        """Undo :meth:`close` so the folder can carry a new stream."""
+        self._closed_here = False
+        try:
+            os.unlink(os.path.join(str(self._path), naming.CLOSED_MARKER))
+        except FileNotFoundError:
+            pass
+
+    def is_closed(self) -> bool:
+        return self._closed_here or os.path.exists(os.path.join(str(self._path), naming.CLOSED_MARKER))
+
+    def recover(self) -> RecoveryReport:
+        """Return batches of dead owners to ready and set unreadable files aside."""
+        return recover(str(self._path))
+
+    def stats(self) -> dict[str, Any]:
+        """Batches and events per state, from one listing of the folder (no file is opened)."""
+        return folder_stats(str(self._path))
+
+    def _count_ready(self) -> int:
+        return sum(1 for n in os.listdir(str(self._path)) if naming.is_ready_name(n))
+
+
+def _rebuild(path: str, kwargs: dict) -> Queue:
+    return Queue(path, **kwargs)
+
+
+def folder_stats(path: str) -> dict[str, Any]:
+    """The numbers behind ``Queue.stats()`` and ``python -m turbo_queue status``."""
+    now = time.time_ns()
+    states = {s: {"batches": 0, "events": 0} for s in ("loading", "ready", "claimed")}
+    oldest = None
+    other = 0
+    for name in os.listdir(path):
+        if name.startswith(naming.CLAIMED):
+            claimed = naming.parse_claimed_name(name)
+            parsed = naming.parse_batch_name(claimed.ready_name) if claimed else None
+            state = "claimed"
+        elif name.startswith((naming.READY, naming.LOADING)) and name.endswith(naming.SUFFIX):
+            parsed = naming.parse_batch_name(name)
+            state = "ready" if name.startswith(naming.READY) else "loading"
+        else:
+            other += name not in (naming.CLOSED_MARKER, naming.ASIDE_DIR)
+            continue
+        states[state]["batches"] += 1
+        if parsed is not None:
+            states[state]["events"] += parsed.count
+            if state == "ready" and (oldest is None or parsed.seal_ns < oldest):
+                oldest = parsed.seal_ns
+    try:
+        aside = len(os.listdir(os.path.join(path, naming.ASIDE_DIR)))
+    except FileNotFoundError:
+        aside = 0
+    return {
+        "path": path,
+        "closed": os.path.exists(os.path.join(path, naming.CLOSED_MARKER)),
+        **states,
+        "aside": aside,
+        "other_files": other,
+        "oldest_ready_age_s": None if oldest is None else max(0.0, (now - oldest) / 1e9),
+    }

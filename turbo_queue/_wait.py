@@ -1,0 +1,125 @@
+"""Waiting for the folder to change without busy-looping.
+
+Idle consumers (no ready batch) and blocked producers (``max_ready`` batches
+waiting) sleep here.  On Linux an inotify watch on the queue folder wakes
+them as soon as a file is renamed into or out of the folder; elsewhere, or
+when inotify is unavailable (out of watches, a file system that does not
+report events, as on some network mounts), they sleep with an adaptive
+back-off that starts at 1 ms and doubles to 50 ms.  Even with inotify the
+wait is capped, because inotify can miss events made on another host
+sharing a network file system.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import select
+import sys
+import time
+
+__all__ = ["FolderWaiter"]
+
+_IN_CLOEXEC = 0o2000000
+_IN_NONBLOCK = 0o4000
+_IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
+_IN_CLOSE_WRITE = 0x8
+
+_libc = None
+
+
+def _inotify_libc():
+    global _libc
+    if _libc is None:
+        if not sys.platform.startswith("linux"):
+            _libc = False
+        else:
+            try:
+                lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+                lib.inotify_init1.argtypes = [ctypes.c_int]
+                lib.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+                _libc = lib
+            except (OSError, AttributeError):
+                _libc = False
+    return _libc
+
+
+class FolderWaiter:
+    """Sleep until something changes in ``path``, or a deadline passes.
+
+    One per producer or consumer object; its inotify descriptor belongs to the
+    process that made it and is remade after fork (a child must not read
+    events meant for its parent).
+    """
+
+    MIN_SLEEP = 0.001
+    MAX_SLEEP = 0.05
+    #: Longest sleep even when inotify is watching (see module docstring).
+    INOTIFY_CAP = 0.25
+
+    def __init__(self, path: str, use_inotify: bool = True) -> None:
+        self.path = path
+        self._use_inotify = use_inotify
+        self._fd = -1
+        self._pid = -1
+        self._backoff = self.MIN_SLEEP
+
+    def _inotify_fd(self) -> int:
+        pid = os.getpid()
+        if self._pid != pid:
+            self._fd, self._pid = -1, pid  # an inherited descriptor is the parent's
+            lib = _inotify_libc() if self._use_inotify else False
+            if lib:
+                fd = lib.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+                if fd >= 0:
+                    mask = _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE | _IN_CLOSE_WRITE
+                    if lib.inotify_add_watch(fd, os.fsencode(self.path), mask) >= 0:
+                        self._fd = fd
+                    else:
+                        os.close(fd)
+        return self._fd
+
+    def reset(self) -> None:
+        """Something was found: the next idle spell starts with a short sleep."""
+        self._backoff = self.MIN_SLEEP
+
+    def wait(self, deadline: float | None) -> None:
+        """Sleep until the folder changes, the back-off step ends, or ``deadline`` (monotonic)."""
+        fd = self._inotify_fd()
+        if fd >= 0:
+            step = self.INOTIFY_CAP
+        else:
+            step = self._backoff
+            self._backoff = min(self._backoff * 2, self.MAX_SLEEP)
+        if deadline is not None:
+            step = min(step, max(0.0, deadline - time.monotonic()))
+        if fd >= 0:
+            ready, _, _ = select.select([fd], [], [], step)
+            if ready:
+                self._drain(fd)
+        elif step > 0:
+            time.sleep(step)
+
+    @staticmethod
+    def _drain(fd: int) -> None:
+        try:
+            while os.read(fd, 65536):
+                pass
+        except BlockingIOError:
+            pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self._fd >= 0 and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd, self._pid = -1, -1
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
