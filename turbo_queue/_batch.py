@@ -155,11 +155,12 @@ def decode_items(records, loads, loads_many) -> list[Any]:
         if many:
             extend(loads_many(data))
             continue
-        view = memoryview(data)
         offset = 0
         for n in array_from(lengths):
             end = offset + n
-            append(loads(view[offset:end]))
+            # Slicing bytes (a copy) then loading is faster than loading from
+            # a memoryview slice for items of a few hundred bytes.
+            append(loads(data[offset:end]))
             offset = end
         if offset != len(data):
             raise ValueError("record lengths do not add up to its data")

@@ -16,6 +16,7 @@ fast to load (see docs/performance in the README).
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 from typing import Any, Protocol
@@ -38,12 +39,10 @@ class PickleSerializer:
 
     def __init__(self, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
         self.protocol = protocol
-
-    def dumps(self, obj: Any) -> bytes:
-        return pickle.dumps(obj, self.protocol)
+        # A C-level partial, not a Python method: put() calls it per item.
+        self.dumps = self.dumps_many = functools.partial(pickle.dumps, protocol=protocol)
 
     loads = staticmethod(pickle.loads)
-    dumps_many = dumps
     loads_many = staticmethod(pickle.loads)
 
 

@@ -1,0 +1,197 @@
+"""CPU per event of put+get, turbo_queue against a batched multiprocessing.Queue.
+
+Reproduce with::
+
+    python -m bench.speed_putget -o results/speed_putget.json
+    python -m bench.speed_putget --fast        # a quicker, noisier run
+
+One producer process makes ~300-byte log-record dicts and puts them; one
+consumer process gets them.  The value recorded for each benchmark is the CPU
+time (user + system, both processes, every thread, making the event and
+serializing it included) divided by the number of events, so lower is
+better and the figures are comparable across backends.  Variants:
+
+* ``mpq-batch-B``: ``multiprocessing.Queue`` carrying lists of B events (the
+  fair batched baseline: what a careful user of the standard library does);
+* ``turbo-put-B``: ``turbo_queue`` with ``batch_size=B``, one ``put`` per event
+  (each item serialized on its own when accepted);
+* ``turbo-put_many-B``: the same queue, events handed over in lists of B with
+  ``put_many`` (serialized together, like the batched baseline).
+
+Consumers take whole batches (``get_batch`` / one list per ``get``).  Cyclic
+GC stays on, as users run.  At the end the script prints each turbo variant's
+CPU per event as a ratio to ``mpq-batch`` at the same B: the median of the
+per-value ratios with their min-max (values are paired by position, each
+pair measured in the same pyperf worker order).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import pyperf
+
+EVENTS_PER_LOOP = 1
+
+
+def make_event(i: int) -> dict:
+    """A ~300-byte (as JSON) log record, 10 fields, different per event."""
+    return {
+        "ts": time.time(),
+        "seq": i,
+        "host": f"web-{i % 64:02d}.eu-west-1.internal",
+        "level": "INFO" if i % 10 else "WARN",
+        "service": "checkout",
+        "msg": f"user {i * 7919 % 100000} completed purchase of {i % 7 + 1} items",
+        "latency_ms": (i % 1000) / 7.0,
+        "status": 200 if i % 50 else 503,
+        "path": f"/api/v1/orders/{i}",
+        "trace_id": f"{i * 2654435761 % 2**64:016x}",
+    }
+
+
+# -- producer/consumer bodies: each returns its own CPU seconds -------------
+
+def _mpq_producer(q, n, batch, out):
+    t0 = time.process_time()
+    buf = []
+    for i in range(n):
+        buf.append(make_event(i))
+        if len(buf) == batch:
+            q.put(buf)
+            buf = []
+    if buf:
+        q.put(buf)
+    q.put(None)
+    q.close()
+    q.join_thread()  # the feeder thread's pickling is part of the cost
+    out.send(time.process_time() - t0)
+
+
+def _mpq_consumer(q, n, out):
+    t0 = time.process_time()
+    got = 0
+    while True:
+        items = q.get()
+        if items is None:
+            break
+        got += len(items)
+    assert got == n, (got, n)
+    out.send(time.process_time() - t0)
+
+
+def _turbo_producer(path, n, batch, many, out):
+    import turbo_queue
+
+    t0 = time.process_time()
+    q = turbo_queue.Queue(path, batch_size=batch)
+    with q.producer() as p:
+        if many:
+            buf = []
+            for i in range(n):
+                buf.append(make_event(i))
+                if len(buf) == batch:
+                    p.put_many(buf)
+                    buf = []
+            if buf:
+                p.put_many(buf)
+        else:
+            put = p.put
+            for i in range(n):
+                put(make_event(i))
+    q.close()
+    out.send(time.process_time() - t0)
+
+
+def _turbo_consumer(path, n, batch, out):
+    import turbo_queue
+
+    t0 = time.process_time()
+    q = turbo_queue.Queue(path, batch_size=batch)
+    got = 0
+    with q.consumer() as c:
+        while True:
+            try:
+                got += len(c.get_batch())
+            except turbo_queue.Closed:
+                break
+    assert got == n, (got, n)
+    out.send(time.process_time() - t0)
+
+
+def _run_pair(target_p, args_p, target_c, args_c) -> float:
+    ctx = mp.get_context("fork")
+    rp, wp = ctx.Pipe(False)
+    rc, wc = ctx.Pipe(False)
+    procs = [ctx.Process(target=target_p, args=(*args_p, wp)), ctx.Process(target=target_c, args=(*args_c, wc))]
+    for p in procs:
+        p.start()
+    try:
+        cpu = rp.recv() + rc.recv()
+    finally:
+        for p in procs:
+            p.join(60)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    for p in procs:
+        if p.exitcode != 0:
+            raise RuntimeError(f"{p.name} exited with {p.exitcode}")
+    return cpu
+
+
+def bench_mpq_batch(loops: int, batch: int) -> float:
+    q = mp.get_context("fork").Queue()
+    return _run_pair(_mpq_producer, (q, loops, batch), _mpq_consumer, (q, loops))
+
+
+def bench_turbo(loops: int, batch: int, many: bool) -> float:
+    tmp = tempfile.mkdtemp(prefix="tq-speed-")
+    try:
+        path = os.path.join(tmp, "q")
+        return _run_pair(_turbo_producer, (path, loops, batch, many), _turbo_consumer, (path, loops, batch))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def print_ratios(suite: pyperf.BenchmarkSuite) -> None:
+    by_name = {b.get_name(): b for b in suite.get_benchmarks()}
+    print("\nCPU per event, ratio to mpq-batch at the same batch size "
+          "(median of paired values, min-max):")
+    for name, bench in sorted(by_name.items()):
+        if not name.startswith("turbo-"):
+            continue
+        batch = name.rsplit("-", 1)[1]
+        base = by_name.get(f"mpq-batch-{batch}")
+        if base is None:
+            continue
+        a, b = bench.get_values(), base.get_values()
+        ratios = [x / y for x, y in zip(a, b)]
+        print(f"  {name:<22} {statistics.median(a) * 1e6:6.2f} us vs {statistics.median(b) * 1e6:6.2f} us"
+              f"  ratio {statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})")
+
+
+def main() -> None:
+    runner = pyperf.Runner(processes=6, values=3, warmups=1, min_time=0.2)
+    runner.metadata["description"] = "CPU seconds (producer + consumer) per event; lower is better"
+    runner.metadata["event_bytes_json"] = 300
+    batches = (100, 1000)
+    results = []
+    # Interleave the variants per batch size so drift in the machine hits all alike.
+    for batch in batches:
+        results.append(runner.bench_time_func(f"mpq-batch-{batch}", bench_mpq_batch, batch))
+        results.append(runner.bench_time_func(f"turbo-put-{batch}", bench_turbo, batch, False))
+        results.append(runner.bench_time_func(f"turbo-put_many-{batch}", bench_turbo, batch, True))
+    if runner.args.worker or any(r is None for r in results):
+        return
+    print_ratios(pyperf.BenchmarkSuite(results))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
