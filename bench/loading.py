@@ -1,0 +1,373 @@
+"""Load a benchmark result set into pandas and aggregate its repeats.
+
+A result set is a folder ``results/<UTC timestamp>-<host>/`` holding
+``runs.csv`` (one row per cell x repeat, columns in :data:`bench.schema.COLUMNS`),
+``meta.json`` (machine and sweep, keys in :data:`bench.schema.META_KEYS`) and a
+pyperf-format ``bench.json``.  Everything downstream (report, compare,
+notebooks) reads result sets through this module so that schema checks and the
+meaning of "median of repeats" live in one place.
+
+Only rows whose ``status`` is ``ok`` are aggregated: a failed or timed-out repeat
+has no meaningful throughput, and averaging it in as zero would draw a collapse
+that never happened.  Failed rows stay available through :func:`failed_runs`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.schema import CELL_KEYS, COLUMNS, SCHEMA_VERSION
+
+#: Schema versions this reader understands.  Columns are only ever added within
+#: a version, so a reader of version N reads any set written as version N.
+KNOWN_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
+
+#: The scaling axis of every curve: producers are usually fixed (often 1) and
+#: the user's question is how many consumers to run.
+SCALING_AXIS = "consumers"
+
+#: Axes that are held fixed along one scaling curve.  One combination of their
+#: values is one *scenario*; the report draws and recommends per scenario
+#: because the user's per-event work (``work_us``) changes the answer.
+SCENARIO_KEYS = ("start_method", "producers", "workload", "event_bytes", "work_us")
+
+#: Columns without which nothing can be reported.
+REQUIRED_COLUMNS = ("schema_version", "cell_id", "repeat", *CELL_KEYS, "status", "events_per_s")
+
+#: Derived per-row columns (computed before aggregation so that their repeats
+#: are aggregated like measured columns).
+DERIVED_COLUMNS = (
+    "ctx_per_event",
+    "useful_pct",
+    "overhead_pct",
+    "idle_pct",
+)
+
+#: Default noise threshold: a cell whose events/s spread (max - min) / median
+#: exceeds this is too noisy to base a recommendation on.  25% is well past the
+#: few-percent run-to-run spread of a quiet machine and well short of the
+#: differences the report is meant to find (tens of percent to multiples).
+DEFAULT_NOISE_THRESHOLD = 0.25
+
+
+class ResultSetError(Exception):
+    """A result set that cannot be read; the message names the offending file."""
+
+
+def _column_kind(description: str) -> str:
+    """'int', 'float' or 'str' from a COLUMNS description ('int: ...')."""
+    head = description.split(":", 1)[0].strip()
+    return head if head in ("int", "float", "str") else "str"
+
+
+COLUMN_KINDS = {name: _column_kind(desc) for name, desc in COLUMNS.items()}
+NUMERIC_COLUMNS = tuple(n for n, k in COLUMN_KINDS.items() if k in ("int", "float"))
+STRING_COLUMNS = tuple(n for n, k in COLUMN_KINDS.items() if k == "str")
+
+
+@dataclass
+class ResultSet:
+    """One loaded result set."""
+
+    path: Path
+    runs: pd.DataFrame
+    meta: dict
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def bench_json(self) -> Path | None:
+        p = self.path / "bench.json"
+        return p if p.is_file() else None
+
+    @property
+    def cores(self) -> int | None:
+        """Logical cores of the machine: meta first, then the runs' cpu_count."""
+        return machine_cores(self.meta, self.runs)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def machine_cores(meta: dict, runs: pd.DataFrame | None = None) -> int | None:
+    value = meta.get("cpu_count_logical") if meta else None
+    if isinstance(value, (int, float)) and value > 0:
+        return int(value)
+    if runs is not None and "cpu_count" in runs and runs["cpu_count"].notna().any():
+        return int(runs["cpu_count"].max())
+    return None
+
+
+def load_runs(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and validate one ``runs.csv``; raises :class:`ResultSetError`."""
+    csv = Path(path)
+    if not csv.is_file():
+        raise ResultSetError(f"{csv}: no such file (a result set needs runs.csv)")
+    try:
+        runs = pd.read_csv(
+            csv,
+            dtype={c: str for c in STRING_COLUMNS},
+            keep_default_na=False,
+            na_values={c: ["", "nan", "NaN"] for c in NUMERIC_COLUMNS},
+        )
+    except pd.errors.EmptyDataError as exc:
+        raise ResultSetError(f"{csv}: empty file, no results") from exc
+    except Exception as exc:  # a truncated or binary file: say which one
+        raise ResultSetError(f"{csv}: cannot be parsed as CSV ({exc})") from exc
+    missing = [c for c in REQUIRED_COLUMNS if c not in runs.columns]
+    if missing:
+        raise ResultSetError(f"{csv}: missing required column(s) {', '.join(missing)}")
+    if runs.empty:
+        raise ResultSetError(f"{csv}: no result rows (only a header)")
+    versions = pd.to_numeric(runs["schema_version"], errors="coerce")
+    unknown = sorted(
+        {str(v) for v in runs["schema_version"][~versions.isin(KNOWN_SCHEMA_VERSIONS)]}
+    )
+    if unknown:
+        raise ResultSetError(
+            f"{csv}: schema_version {', '.join(unknown)} is not one this report reads "
+            f"(known: {', '.join(map(str, sorted(KNOWN_SCHEMA_VERSIONS)))})"
+        )
+    # Older sets of a known version may lack columns added later: add them
+    # empty so that code downstream can rely on every column existing.
+    for col, kind in COLUMN_KINDS.items():
+        if col not in runs.columns:
+            runs[col] = "" if kind == "str" else np.nan
+    for col in NUMERIC_COLUMNS:
+        runs[col] = pd.to_numeric(runs[col], errors="coerce")
+    for col in STRING_COLUMNS:
+        runs[col] = runs[col].fillna("").astype(str)
+    runs["status"] = runs["status"].str.strip().str.lower()
+    _add_derived(runs)
+    return runs.copy()  # consolidate the blocks the column fixes above left scattered
+
+
+def _add_derived(runs: pd.DataFrame) -> None:
+    """Per-row derived columns (see DERIVED_COLUMNS)."""
+    runs["ctx_per_event"] = runs["ctx_voluntary_per_event"].fillna(0) + runs[
+        "ctx_involuntary_per_event"
+    ].fillna(0)
+    both_missing = runs["ctx_voluntary_per_event"].isna() & runs["ctx_involuntary_per_event"].isna()
+    runs.loc[both_missing, "ctx_per_event"] = np.nan
+    busy = runs["cpu_busy_pct"].clip(lower=0, upper=100)
+    useful = (runs["useful_work_fraction"] * 100).clip(lower=0)
+    # Useful work can exceed what the busy % says when the calibration is off
+    # by a little; clip so that the three parts never sum past 100%.
+    runs["useful_pct"] = np.minimum(useful, busy)
+    runs["overhead_pct"] = (busy - runs["useful_pct"]).clip(lower=0)
+    runs["idle_pct"] = 100 - busy
+
+
+def load_meta(path: str | os.PathLike) -> dict:
+    """Read and validate one ``meta.json``; raises :class:`ResultSetError`."""
+    p = Path(path)
+    try:
+        meta = json.loads(p.read_text())
+    except FileNotFoundError as exc:
+        raise ResultSetError(f"{p}: no such file") from exc
+    except (OSError, ValueError) as exc:
+        raise ResultSetError(f"{p}: cannot be read as JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ResultSetError(f"{p}: expected a JSON object")
+    version = meta.get("schema_version")
+    if version is not None and version not in KNOWN_SCHEMA_VERSIONS:
+        raise ResultSetError(
+            f"{p}: schema_version {version!r} is not one this report reads "
+            f"(known: {', '.join(map(str, sorted(KNOWN_SCHEMA_VERSIONS)))})"
+        )
+    return meta
+
+
+def load_result_set(path: str | os.PathLike) -> ResultSet:
+    """Load ``runs.csv`` and ``meta.json`` from a result folder.
+
+    ``runs.csv`` is the data of record and must exist.  A missing ``meta.json``
+    is tolerated (with a warning) so that a set whose sweep died before writing
+    it can still be reported; the core count then comes from runs.csv.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ResultSetError(f"{folder}: not a directory (expected a result set folder)")
+    runs = load_runs(folder / "runs.csv")
+    warnings: list[str] = []
+    meta_path = folder / "meta.json"
+    if meta_path.is_file():
+        meta = load_meta(meta_path)
+    else:
+        meta = {}
+        warnings.append(f"{meta_path}: missing; machine details are taken from runs.csv")
+    return ResultSet(path=folder, runs=runs, meta=meta, warnings=warnings)
+
+
+def ok_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["status"] == "ok"]
+
+
+def failed_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose status is not ok, in cell order."""
+    bad = runs[runs["status"] != "ok"]
+    return bad.sort_values(["cell_id", "repeat"]).reset_index(drop=True)
+
+
+def _metric_columns(runs: pd.DataFrame) -> list[str]:
+    skip = set(CELL_KEYS) | {"schema_version", "repeat", "cpu_count"}
+    cols = [c for c in NUMERIC_COLUMNS if c not in skip] + list(DERIVED_COLUMNS)
+    return [c for c in cols if c in runs.columns]
+
+
+def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: median, ``_min`` and ``_max`` of every metric over ok repeats.
+
+    The median column keeps the metric's own name (``events_per_s`` is the
+    median events/s).  Bookkeeping columns: ``n_runs`` (repeats seen), ``n_ok``
+    (repeats that succeeded), ``failed`` (True when no repeat succeeded),
+    ``status_summary`` and ``error`` (first error seen), ``spread`` (events/s
+    (max - min) / median, NaN with fewer than 2 ok repeats).  Cells with no ok
+    repeat keep NaN metrics, never zeros.
+    """
+    keys = ["cell_id", *CELL_KEYS]
+    metrics = _metric_columns(runs)
+    book = (
+        runs.groupby(keys, dropna=False, sort=True)
+        .agg(
+            n_runs=("repeat", "size"),
+            n_ok=("status", lambda s: int((s == "ok").sum())),
+            status_summary=("status", _status_summary),
+            error=("error", _first_error),
+            cpu_count=("cpu_count", "max"),
+        )
+        .reset_index()
+    )
+    ok = ok_runs(runs)
+    if ok.empty:
+        names = [m + sfx for sfx in ("", "_min", "_max") for m in metrics]
+        stats = pd.concat(
+            [book[keys], pd.DataFrame(np.nan, index=book.index, columns=names)], axis=1
+        )
+    else:
+        g = ok.groupby(keys, dropna=False, sort=True)[metrics]
+        med = g.median()
+        lo = g.min().add_suffix("_min")
+        hi = g.max().add_suffix("_max")
+        stats = pd.concat([med, lo, hi], axis=1).copy().reset_index()
+    out = book.merge(stats, on=keys, how="left")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = (out["events_per_s_max"] - out["events_per_s_min"]) / out["events_per_s"]
+    out = out.assign(failed=out["n_ok"] == 0, spread=spread.where(out["n_ok"] >= 2))
+    return out.sort_values([*SCENARIO_KEYS, "backend", "batch_size", SCALING_AXIS]).reset_index(
+        drop=True
+    )
+
+
+def _status_summary(s: pd.Series) -> str:
+    counts = s.value_counts()
+    return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
+
+
+def _first_error(s: pd.Series) -> str:
+    for v in s:
+        if isinstance(v, str) and v.strip():
+            return v.strip()
+    return ""
+
+
+def scenarios(cells: pd.DataFrame) -> list[dict]:
+    """Distinct combinations of :data:`SCENARIO_KEYS` as dicts, by per-event work first.
+
+    Sorted so that the last scenario has the largest ``work_us``, the one
+    closest to the CPU-heavy pipelines turbo_queue is for.
+    """
+    combos = cells[list(SCENARIO_KEYS)].drop_duplicates()
+    combos = combos.sort_values(["work_us", "producers", "workload", "event_bytes", "start_method"])
+    return [dict(zip(SCENARIO_KEYS, _py(row))) for row in combos.itertuples(index=False)]
+
+
+def _py(values) -> list:
+    """numpy scalars -> plain Python, so scenarios print and compare cleanly."""
+    out = []
+    for v in values:
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, float) and v.is_integer():
+            v = int(v) if not math.isnan(v) else v
+        out.append(v)
+    return out
+
+
+def select(cells: pd.DataFrame, **axes) -> pd.DataFrame:
+    """Rows of ``cells`` matching every given axis value (None = any)."""
+    mask = pd.Series(True, index=cells.index)
+    for key, value in axes.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple, set)):
+            mask &= cells[key].isin(list(value))
+        else:
+            mask &= cells[key] == value
+    return cells[mask]
+
+
+def scenario_label(scenario: dict) -> str:
+    """Short human label, e.g. 'W=50 us, busy, 300 B events, 1 producer, fork'."""
+    p = scenario["producers"]
+    return (
+        f"W={_num(scenario['work_us'])} us, {scenario['workload']}, "
+        f"{_num(scenario['event_bytes'])} B events, {_num(p)} producer{'s' if p != 1 else ''}, "
+        f"{scenario['start_method']}"
+    )
+
+
+def scenario_slug(scenario: dict) -> str:
+    """File-name-safe id, e.g. 'w50-busy-e300-p1-fork'."""
+    return (
+        (
+            f"w{_num(scenario['work_us'])}-{scenario['workload']}-e{_num(scenario['event_bytes'])}"
+            f"-p{_num(scenario['producers'])}-{scenario['start_method']}"
+        )
+        .replace(".", "_")
+        .replace("/", "_")
+    )
+
+
+def _num(v) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def find_result_dirs(root: str | os.PathLike = "results") -> list[Path]:
+    """Result folders under ``root`` that contain runs.csv, oldest first.
+
+    Folder names start with a UTC timestamp, so sorting by name sorts by time.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.iterdir() if (p / "runs.csv").is_file())
+
+
+def default_result_dir(root: str | os.PathLike | None = None) -> Path:
+    """The result set notebooks open: ``$TQ_RESULTS_DIR`` or the newest under results/.
+
+    ``root`` defaults to the ``results/`` folder of the repository this module
+    lives in, so a notebook finds it whatever its working directory.
+    """
+    env = os.environ.get("TQ_RESULTS_DIR")
+    if env:
+        return Path(env)
+    if root is None:
+        root = Path(__file__).resolve().parent.parent / "results"
+    dirs = find_result_dirs(root)
+    if not dirs:
+        raise ResultSetError(
+            f"{root}: no result set (a folder with runs.csv) found; "
+            "run `python -m bench sweep` or set TQ_RESULTS_DIR"
+        )
+    return dirs[-1]

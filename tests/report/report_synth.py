@@ -1,0 +1,303 @@
+"""Generate schema-valid synthetic result sets whose right answer is known.
+
+The report and compare tests (and the notebook tests) need result sets where
+the correct recommendation, the true USL parameters and the failed cells are
+known in advance.  This module builds ``runs.csv``, ``meta.json`` and a
+pyperf ``bench.json`` from a model of each backend: throughput as a function
+of (consumers, batch size, work), p99 latency, overhead and context switches.
+
+Noise is multiplicative, Gaussian and seeded, so every set is reproducible.
+Failed repeats are written the way a harness might (status failed, zeros in
+the metrics) so that a reader that plotted them would visibly draw zeros.
+
+Usable as a script too: ``python tests/report/report_synth.py OUT_DIR``
+writes the default set (handy for trying the report by hand).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pyperf
+
+from bench.schema import COLUMNS, SCHEMA_VERSION
+
+
+def usl_eps(lam: float, sigma: float = 0.0, kappa: float = 0.0) -> Callable[[int], float]:
+    """Throughput at n consumers from the Universal Scalability Law."""
+    return lambda n: lam * n / (1 + sigma * (n - 1) + kappa * n * (n - 1))
+
+
+@dataclass
+class Backend:
+    """A backend model.
+
+    ``eps(n, batch)`` is the true median events/s at n consumers;
+    ``p99_ms(n, batch, eps)`` the p99 latency.  ``noise`` is the relative
+    standard deviation of events/s between repeats.
+    """
+
+    name: str
+    batch_sizes: Sequence[int]
+    eps: Callable[[int, int], float]
+    p99_ms: Callable[[int, int, float], float] = field(
+        default=lambda n, b, eps: 0.5 + 2000.0 * b / eps
+    )
+    overhead_us: float = 3.0
+    ctx_per_event: Callable[[int, int], float] = field(default=lambda n, b: 0.02 * n / b)
+    noise: float = 0.01
+
+
+def linear_turbo(lam: float = 20_000.0, batch_sizes=(10, 100, 1000), **kw) -> Backend:
+    """A perfectly linear turbo: throughput grows with batch size, saturating (b / (b + 20))."""
+    return Backend("turbo", batch_sizes, lambda n, b: lam * n * b / (b + 20), **kw)
+
+
+def saturating_mpq(
+    lam: float = 15_000.0, sigma: float = 0.05, kappa: float = 0.02, **kw
+) -> Backend:
+    """multiprocessing.Queue following the USL: N* = sqrt((1 - sigma) / kappa)."""
+    f = usl_eps(lam, sigma, kappa)
+    return Backend(
+        "mpq",
+        (1,),
+        lambda n, b: f(n),
+        ctx_per_event=lambda n, b: 0.5 + 0.2 * n,
+        overhead_us=8.0,
+        **kw,
+    )
+
+
+def batched_mpq(
+    lam: float = 18_000.0, sigma: float = 0.1, kappa: float = 0.0, batch_sizes=(100,), **kw
+) -> Backend:
+    f = usl_eps(lam, sigma, kappa)
+    return Backend("mpq-batch", batch_sizes, lambda n, b: f(n) * b / (b + 10), **kw)
+
+
+def cell_id(backend, start, p, c, b, w, workload, e) -> str:
+    return f"{backend}-{start}-p{p}-c{c}-b{b}-w{_num(w)}-{workload}-e{e}"
+
+
+def _num(v) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
+def write_result_set(
+    root: str | Path,
+    backends: Sequence[Backend] | None = None,
+    *,
+    name: str | None = None,
+    consumers: Sequence[int] = (1, 2, 4, 8),
+    producers: Sequence[int] = (1,),
+    work_us: Sequence[float] = (50.0,),
+    workload: str = "busy",
+    event_bytes: int = 300,
+    start_method: str = "fork",
+    repeats: int = 3,
+    cores: int = 8,
+    host: str = "synthhost",
+    seed: int = 0,
+    failed: Callable[[dict], bool] | None = None,
+    schema_version: int = SCHEMA_VERSION,
+    with_command: bool = True,
+    bench_json: bool = True,
+    started: datetime | None = None,
+) -> Path:
+    """Write a result set under ``root`` and return its folder.
+
+    ``failed(cell)`` gets a dict with the cell's axes and ``repeat`` and
+    returns True to make that repeat fail.
+    """
+    if backends is None:
+        backends = [linear_turbo(), saturating_mpq(), batched_mpq()]
+    started = started or datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    name = name or f"{started:%Y%m%dT%H%M%SZ}-{host}"
+    out = Path(root) / name
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    t = started
+    window = 5.0
+    grid = [
+        (bk, p, c, b, w)
+        for w in work_us
+        for p in producers
+        for bk in backends
+        for b in bk.batch_sizes
+        for c in consumers
+    ]
+    for r in range(repeats):  # interleaved, as the real sweep runs them
+        for bk, p, c, b, w in grid:
+            cid = cell_id(bk.name, start_method, p, c, b, w, workload, event_bytes)
+            axes = dict(
+                backend=bk.name,
+                start_method=start_method,
+                producers=p,
+                consumers=c,
+                batch_size=b,
+                work_us=float(w),
+                workload=workload,
+                event_bytes=event_bytes,
+            )
+            t += timedelta(seconds=7)
+            fail = bool(failed and failed({**axes, "repeat": r}))
+            eps = bk.eps(c, b) * (1 + bk.noise * rng.standard_normal())
+            eps = max(eps, 1.0)
+            row = dict.fromkeys(COLUMNS, "")
+            row.update(axes)
+            row.update(
+                schema_version=schema_version,
+                cell_id=cid,
+                repeat=r,
+                started_utc=t.isoformat(),
+                warmup_s=1.0,
+                cpu_count=cores,
+            )
+            if fail:
+                # What a crashed cell may look like: zeros everywhere.
+                row.update(
+                    status="failed",
+                    error="synthetic failure: consumer exited with code 1",
+                    window_s=0.0,
+                    **{k: 0 for k in _METRICS},
+                )
+                rows.append(row)
+                continue
+            useful = eps * w / (cores * 1e6)
+            busy = min(100.0, eps * (w + bk.overhead_us) / (cores * 1e6) * 100)
+            per_core = [min(100.0, busy * (1 + 0.02 * i)) for i in range(cores)]
+            p99 = bk.p99_ms(c, b, eps)
+            ctx = bk.ctx_per_event(c, b)
+            row.update(
+                status="ok",
+                error="",
+                window_s=window,
+                events=int(eps * window),
+                events_total=int(eps * (window + 2)),
+                events_per_s=eps,
+                consumer_eps_min=eps / c * 0.97,
+                consumer_eps_max=eps / c * 1.03,
+                fairness=0.999,
+                cpu_busy_pct=busy,
+                cpu_busy_pct_max_core=max(per_core),
+                cpu_busy_per_core=json.dumps([round(v, 1) for v in per_core]),
+                producer_user_s=eps * window * 1.5e-6 * 0.8,
+                producer_sys_s=eps * window * 1.5e-6 * 0.2,
+                consumer_user_s=eps * window * (w + bk.overhead_us - 1.5) * 1e-6 * 0.9,
+                consumer_sys_s=eps * window * (w + bk.overhead_us - 1.5) * 1e-6 * 0.1,
+                work_cpu_us_per_event=w,
+                overhead_us_per_event=bk.overhead_us,
+                useful_work_fraction=useful,
+                ctx_voluntary_per_event=ctx * 0.8,
+                ctx_involuntary_per_event=ctx * 0.2,
+                latency_p50_ms=p99 / 3,
+                latency_p90_ms=p99 / 1.5,
+                latency_p99_ms=p99,
+                latency_max_ms=p99 * 1.5,
+                latency_samples=1000,
+                peak_rss_mb=40.0 + b / 100,
+                disk_bytes_written=int(eps * window * 350) if bk.name == "turbo" else -1,
+                lost=0,
+                duplicated=0,
+            )
+            rows.append(row)
+    with open(out / "runs.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: _fmt(v) for k, v in row.items()})
+    sweep = {
+        "backends": [b.name for b in backends],
+        "producers": list(producers),
+        "consumers": list(consumers),
+        "batch_sizes": sorted({b for bk in backends for b in bk.batch_sizes}),
+        "work_us": list(work_us),
+        "workloads": [workload],
+        "event_bytes": [event_bytes],
+        "start_methods": [start_method],
+        "repeats": repeats,
+        "window_s": window,
+    }
+    if with_command:
+        sweep["command"] = (
+            "python -m bench sweep --consumers "
+            + ",".join(map(str, consumers))
+            + f" --repeats {repeats}"
+        )
+    meta = {
+        "schema_version": schema_version,
+        "hostname": host,
+        "cpu_model": "Synthetic CPU @ 3.0GHz",
+        "cpu_count_logical": cores,
+        "cpu_count_physical": max(1, cores // 2),
+        "memory_total_bytes": 16 * 2**30,
+        "platform": "Linux-synthetic-x86_64",
+        "python": "3.11.0",
+        "packages": {"pyperf": pyperf.__version__},
+        "git_commit": "0123456789abcdef0123456789abcdef01234567",
+        "sweep": sweep,
+        "calibration": {"iterations_per_us": 100.0, "measured_us_per_call": 1.0},
+        "started_utc": started.isoformat(),
+        "finished_utc": t.isoformat(),
+        "pyperf": {},
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    if bench_json:
+        _write_bench_json(out / "bench.json", rows)
+    return out
+
+
+_METRICS = (
+    "events",
+    "events_total",
+    "events_per_s",
+    "consumer_eps_min",
+    "consumer_eps_max",
+    "fairness",
+    "cpu_busy_pct",
+    "cpu_busy_pct_max_core",
+    "useful_work_fraction",
+    "latency_p99_ms",
+    "ctx_voluntary_per_event",
+    "ctx_involuntary_per_event",
+)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ""
+    return v
+
+
+def _write_bench_json(path: Path, rows: list[dict]) -> None:
+    """pyperf suite: one benchmark per cell named by cell_id, one run per ok repeat.
+
+    Values are seconds per event (pyperf's natural unit is time), so lower is
+    better, as pyperf's compare_to assumes.
+    """
+    by_cell: dict[str, list[float]] = {}
+    for row in rows:
+        if row["status"] == "ok":
+            by_cell.setdefault(row["cell_id"], []).append(1.0 / float(row["events_per_s"]))
+    benches = []
+    for cid, values in by_cell.items():
+        runs = [
+            pyperf.Run([v], metadata={"name": cid, "unit": "second"}, collect_metadata=False)
+            for v in values
+        ]
+        benches.append(pyperf.Benchmark(runs))
+    if benches:  # pyperf refuses an empty suite; a set with no ok cell has no bench.json
+        pyperf.BenchmarkSuite(benches).dump(str(path), replace=True)
+
+
+if __name__ == "__main__":
+    print(write_result_set(sys.argv[1] if len(sys.argv) > 1 else "."))
