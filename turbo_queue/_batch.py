@@ -20,9 +20,9 @@ in memory (``Connection.deserialize``).  Both are plain SQLite files that
 the ``sqlite3`` shell opens; building them in memory costs a fraction of
 creating a database on disk, which matters at small batch sizes.
 
-The in-memory connections are per process: opened lazily and reopened when
-``os.getpid()`` changes, so a producer or consumer made before ``fork`` never
-shares a SQLite handle with its child.
+The in-memory connections are per process and per thread: opened lazily and
+reopened when ``os.getpid()`` changes, so a producer or consumer made before
+``fork`` never shares a SQLite handle with its child, and threads never share one.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import threading
 from array import array
 from typing import Any
 
@@ -53,8 +54,14 @@ _SCHEMA = (
 )
 
 
-class _PerProcessConnection:
-    """An in-memory SQLite connection, private to the process that opened it."""
+class _PerProcessConnection(threading.local):
+    """An in-memory SQLite connection, private to the process and thread that opened it.
+
+    Per thread too: producers and consumers in several threads of one process
+    would otherwise interleave their statements on one connection (records of
+    one batch in another) and ``deserialize`` under a running query crashes
+    the interpreter.
+    """
 
     def __init__(self, schema: str | None = None) -> None:
         self._pid = -1
@@ -81,9 +88,8 @@ def encode_batch(records: list[tuple[int, bytes | None, bytes]], count: int, ser
                  created_ns: int) -> bytes:
     """The bytes of a complete batch file holding ``records`` ((many, lengths, data) rows)."""
     con = _writer.get()
-    # One database per process, emptied and refilled for each batch: cheaper
-    # than creating a schema every time.  Threads of one process (a producer
-    # and its age-flush thread) call this under the producer's lock.
+    # One database per process and thread, emptied and refilled for each
+    # batch: cheaper than creating a schema every time.
     con.execute("BEGIN")
     con.execute("DELETE FROM meta")
     con.execute("DELETE FROM records")

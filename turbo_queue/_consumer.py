@@ -17,6 +17,7 @@ seconds), and another consumer gets the batch again.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -69,6 +70,8 @@ class Consumer:
     def get(self, timeout: float | None = None) -> Any:
         """One item.  :class:`Empty` on timeout; :class:`Closed` once the queue is closed and drained."""
         if self._pos < len(self._items):
+            if timeout is not None:
+                self._deadline(timeout)  # a bad timeout is refused whether or not get would wait
             item = self._items[self._pos]
             self._pos += 1
             return item
@@ -128,6 +131,9 @@ class Consumer:
             return
         name, ready = self._held, self._held_ready
         self._held, self._held_ready, self._items, self._pos = None, None, [], 0
+        # The released batch is older than the cached candidates: list again
+        # so that it is the next one out (its place in line), not skipped.
+        self._candidates = []
         try:
             os.rename(os.path.join(self._dir, name), os.path.join(self._dir, ready))
         except FileNotFoundError:
@@ -145,15 +151,19 @@ class Consumer:
         """Ack a fully handed-out batch, release a partly handed-out one.  Idempotent."""
         if self._closed:
             return
-        self._closed = True
         if self._pid != os.getpid():
+            self._closed = True
             return
-        if self._held is not None:
-            if self._pos >= len(self._items):
-                self.ack()
-            else:
-                self.release()
-        self._waiter.close()
+        try:
+            # Before marking it closed: ack() and release() refuse a closed consumer.
+            if self._held is not None:
+                if self._pos >= len(self._items):
+                    self.ack()
+                else:
+                    self.release()
+        finally:
+            self._closed = True
+            self._waiter.close()
 
     def __enter__(self) -> Consumer:
         return self
@@ -175,7 +185,7 @@ class Consumer:
     def _deadline(timeout: float | None) -> float | None:
         if timeout is None:
             return None
-        if timeout < 0:
+        if not timeout >= 0:  # also refuses NaN, which would never time out
             raise ValueError(f"timeout: must be a non-negative number, got {timeout!r}")
         return time.monotonic() + timeout
 
@@ -254,6 +264,13 @@ class Consumer:
             except FileNotFoundError:
                 lost_race = True  # another consumer claimed it first
                 continue
+            except OSError as exc:
+                if exc.errno != errno.ENAMETOOLONG:
+                    raise
+                # A stray r_*.tqb whose name is too long to claim: no producer
+                # makes such names; left there it would be retried for ever.
+                set_aside(self._dir, ready, "name-too-long")
+                continue
             items = self._read_claimed(claimed, ready)
             if items is None:
                 continue  # unreadable, set aside: try the next one
@@ -278,6 +295,10 @@ class Consumer:
             set_aside(self._dir, claimed, type(exc).__name__, original=ready)
             return None
         except FileNotFoundError:
+            if os.path.lexists(path):
+                # A dangling symbolic link: nothing behind the name, but left
+                # claimed it would hold the end of the stream back for ever.
+                set_aside(self._dir, claimed, "dangling-link", original=ready)
             return None
         except Exception as exc:  # the serializer could not load an item
             set_aside(self._dir, claimed, "undecodable", original=ready)

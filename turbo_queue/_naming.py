@@ -68,6 +68,7 @@ ASIDE_DIR = "aside"
 LOADING, READY, CLAIMED = "l_", "r_", "c_"
 
 _HOST_BAD = re.compile(r"[^A-Za-z0-9.-]")
+_PID_MAX = 2**31 - 1  # pids are C ints; larger digits in a name cannot be a process
 _OWNER_RE = re.compile(r"^(?P<host>[A-Za-z0-9.-]+)-(?P<pid>[0-9]+)-(?P<start>[0-9a-f]+)-(?P<nonce>[0-9a-f]{8})$")
 _BODY_RE = re.compile(
     r"(?P<seal_ns>[0-9]{20})_(?P<seq>[0-9]{12})_(?P<count>[0-9]+)_(?P<owner>[A-Za-z0-9.-]+)"
@@ -80,19 +81,24 @@ def sanitize_host(host: str) -> str:
     return _HOST_BAD.sub("-", host) or "localhost"
 
 
-def _process_start(pid: int) -> int:
-    """Start time of ``pid`` in clock ticks since boot, or 0 where /proc is missing."""
+def _process_stat(pid: int) -> tuple[bytes, int]:
+    """(state letter, start time in clock ticks since boot) of ``pid``; (b"", 0) where /proc is missing."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
-        return 0
+        return b"", 0
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     fields = stat[stat.rfind(b")") + 2:].split()
     try:
-        return int(fields[19])  # field 22 overall: starttime
+        return fields[0], int(fields[19])  # fields 3 (state) and 22 (starttime) overall
     except (IndexError, ValueError):
-        return 0
+        return b"", 0
+
+
+def _process_start(pid: int) -> int:
+    """Start time of ``pid`` in clock ticks since boot, or 0 where /proc is missing."""
+    return _process_stat(pid)[1]
 
 
 @dataclass(frozen=True)
@@ -121,13 +127,18 @@ class Owner:
         """True/False for an owner on this host; None when it lives elsewhere (unknowable)."""
         if not self.is_local():
             return None
+        if not 0 < self.pid <= _PID_MAX:
+            return False  # no process has that pid (and os.kill(0, 0) would signal our own group)
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
             pass  # exists, owned by another user
-        if self.start and _process_start(self.pid) not in (0, self.start):
+        state, start = _process_stat(self.pid)
+        if state in (b"Z", b"X"):
+            return False  # killed, not yet reaped by its parent: it will never ack or release
+        if self.start and start not in (0, self.start):
             return False  # the pid was reused by a newer process
         return True
 

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import os
 import threading
-from os import getpid
 import time
 import weakref
 from array import array
 from collections.abc import Iterable
+from os import getpid
 from typing import TYPE_CHECKING, Any
 
 from . import _naming as naming
@@ -109,7 +109,13 @@ class Producer:
             if count >= self._batch_size:
                 # Seal a full batch at once if there is room; if max_ready is
                 # reached, leave it full and let the next put wait for room.
-                self._seal_locked(deadline, wait=False)
+                try:
+                    self._seal_locked(deadline, wait=False)
+                except OSError:
+                    # This item is queued (buffered); raising here would make a
+                    # caller that retries the put queue it twice.  The next
+                    # put, flush or close retries the seal and raises.
+                    pass
 
     def put_many(self, items: Iterable[Any], timeout: float | None = None) -> None:
         """Add many items, serialized together in chunks (cheaper per item than ``put``).
@@ -151,7 +157,10 @@ class Producer:
                 self._count += take
                 pos += take
                 if self._count >= self._batch_size:
-                    self._seal_locked(deadline, wait=False)
+                    try:
+                        self._seal_locked(deadline, wait=False)
+                    except OSError:
+                        pass  # as in put: these items are queued; the next call raises
 
     def flush(self, timeout: float | None = None) -> None:
         """Seal the current partial batch now (no-op when nothing is pending)."""
@@ -188,6 +197,16 @@ class Producer:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def __del__(self) -> None:
+        # A producer dropped without close() (``queue.producer().put(x)``)
+        # would silently lose what it buffers: seal it, without waiting for
+        # room.  Never in a forked child: those items are the parent's.
+        try:
+            if self._count and not self._closed and self._pid == os.getpid():
+                self.close(timeout=0)
+        except Exception:
+            pass
+
     def __repr__(self) -> str:
         return f"<turbo_queue.Producer {self._owner_text} on {self._dir!r} pending={self._count}>"
 
@@ -200,7 +219,7 @@ class Producer:
     def _deadline(timeout: float | None) -> float | None:
         if timeout is None:
             return None
-        if timeout < 0:
+        if not timeout >= 0:  # also refuses NaN, which would never time out
             raise ValueError(f"timeout: must be a non-negative number, got {timeout!r}")
         return time.monotonic() + timeout
 

@@ -7,6 +7,7 @@ another application on the same path: all of them see the same queue.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
@@ -85,9 +86,13 @@ class Queue:
         st = os.stat(path)
         if not stat.S_ISDIR(st.st_mode):
             raise NotADirectoryError(20, "queue path is not a folder", path)
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            message = (f"queue folder {path} is writable by other users (mode {stat.S_IMODE(st.st_mode):o}): "
-                       "anyone who can write there can inject items")
+        # A folder owned by another user (not root) is writable by that user
+        # whatever its mode: the same risk as a group- or world-writable one.
+        foreign = hasattr(os, "geteuid") and st.st_uid not in (os.geteuid(), 0)
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or foreign:
+            who = (f"owned by another user (uid {st.st_uid})" if foreign
+                   else f"writable by other users (mode {stat.S_IMODE(st.st_mode):o})")
+            message = f"queue folder {path} is {who}: anyone who can write there can inject items"
             if self._serializer.name == "pickle" and not self.allow_shared:
                 raise PermissionError(1, message + "; with the pickle serializer that means running code in "
                                       "every consumer. Use serializer='json' or 'raw', tighten the mode "
@@ -95,11 +100,8 @@ class Queue:
             warnings.warn(message, stacklevel=3)
         # Prove we can create and remove files here now, not at the first seal:
         # a bad path is reported where the queue is made, naming the path.
-        probe = os.path.join(path, f".probe-{os.getpid()}-{secrets.token_hex(4)}")
         try:
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            os.close(fd)
-            os.unlink(probe)
+            _check_writable(path)
         except OSError as exc:
             raise type(exc)(exc.errno, f"cannot write in queue folder: {exc.strerror}", path) from None
 
@@ -134,7 +136,6 @@ class Queue:
         then end.  Call it once all producers have closed (or flushed):
         items a producer still buffers are refused after this.
         """
-        self._closed_here = True
         marker = os.path.join(str(self._path), naming.CLOSED_MARKER)
         fd = os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
@@ -143,6 +144,9 @@ class Queue:
                 os.fsync(fd)
         finally:
             os.close(fd)
+        # Only once the marker exists: a close that failed (read-only or
+        # vanished folder) must not leave this object refusing puts alone.
+        self._closed_here = True
 
     def reopen(self) -> None:
         """Undo :meth:`close` so the folder can carry a new stream."""
@@ -153,7 +157,9 @@ class Queue:
             pass
 
     def is_closed(self) -> bool:
-        return self._closed_here or os.path.exists(os.path.join(str(self._path), naming.CLOSED_MARKER))
+        # The marker alone decides, for every Queue object on the path alike:
+        # a reopen() by another process or application must reopen this one too.
+        return os.path.exists(os.path.join(str(self._path), naming.CLOSED_MARKER))
 
     def recover(self) -> RecoveryReport:
         """Return batches of dead owners to ready and set unreadable files aside."""
@@ -165,6 +171,23 @@ class Queue:
 
     def _count_ready(self) -> int:
         return sum(1 for n in os.listdir(str(self._path)) if naming.is_ready_name(n))
+
+
+def _check_writable(path: str) -> None:
+    """Create and remove a file in the folder ``path``; OSError if that cannot be done."""
+    tmpfile = getattr(os, "O_TMPFILE", 0)
+    if tmpfile:
+        # An unnamed file (Linux): a process killed here leaves no stray probe behind.
+        try:
+            os.close(os.open(path, tmpfile | os.O_WRONLY, 0o600))
+            return
+        except OSError as exc:
+            # EISDIR from kernels without O_TMPFILE, EOPNOTSUPP from file systems without it.
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+    probe = os.path.join(path, f".probe-{os.getpid()}-{secrets.token_hex(4)}")
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    os.unlink(probe)
 
 
 def _rebuild(path: str, kwargs: dict) -> Queue:

@@ -68,7 +68,11 @@ def set_aside(folder: str, name: str, reason: str, original: str | None = None) 
     except FileExistsError:
         pass
     safe_reason = "".join(c if c.isalnum() or c in "-." else "-" for c in reason)[:40] or "unreadable"
-    target = os.path.join(aside, f"{original or name}.{safe_reason}.{time.time_ns()}")
+    suffix = f".{safe_reason}.{time.time_ns()}"
+    base = original or name
+    # Keep the new name within NAME_MAX (255 bytes) even for a long stray name.
+    base = os.fsdecode(os.fsencode(base)[:255 - len(suffix)]) if len(os.fsencode(base + suffix)) > 255 else base
+    target = os.path.join(aside, base + suffix)
     try:
         os.rename(os.path.join(folder, name), target)
     except FileNotFoundError:

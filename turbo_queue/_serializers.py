@@ -93,8 +93,20 @@ class CustomSerializer:
     def __init__(self, obj: Any) -> None:
         self._obj = obj
         self.name = getattr(obj, "__name__", None) or type(obj).__name__
-        self.dumps = obj.dumps
         self.loads = obj.loads
+        user_dumps, name = obj.dumps, self.name
+
+        def dumps(item: Any) -> bytes:
+            # Checked here, at put: a str would otherwise break the seal of
+            # the whole batch later, and every later seal of that producer.
+            data = user_dumps(item)
+            if type(data) is not bytes:
+                if not isinstance(data, (bytearray, memoryview)):
+                    raise TypeError(f"{name}.dumps() returned {type(data).__name__}, not bytes")
+                data = bytes(data)
+            return data
+
+        self.dumps = dumps
 
     def __reduce__(self):  # picklable when the wrapped object is (modules are not: see Queue)
         return (CustomSerializer, (self._obj,))
