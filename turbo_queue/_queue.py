@@ -132,9 +132,12 @@ class Queue:
     def close(self) -> None:
         """Mark the end of the stream for every process on this path.
 
-        Later puts raise :class:`Closed`; consumers drain what is sealed and
-        then end.  Call it once all producers have closed (or flushed):
-        items a producer still buffers are refused after this.
+        Puts that start a new batch raise :class:`Closed` from then on (the
+        marker is checked once per batch, not per item); consumers drain what
+        is sealed and then end.  Call it once all producers have closed (or
+        flushed): a producer still holding a partial batch may seal it after
+        consumers have ended, and it then waits in the folder (``stats()``
+        shows it) until the queue is reopened and drained.
         """
         marker = os.path.join(str(self._path), naming.CLOSED_MARKER)
         fd = os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600)
