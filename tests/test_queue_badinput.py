@@ -113,7 +113,7 @@ def test_unencodable_item(qpath, serializer, good, bad, typename):
     assert p.pending == 0
     assert len(queue_files(qpath)) == 1
     # The sealed batch holds exactly the good items.
-    assert turbo_queue.read_batch(qpath / queue_files(qpath)[0]) == [good[0], good[1], *good]
+    assert turbo_queue.read_batch(qpath / queue_files(qpath)[0], serializer) == [good[0], good[1], *good]
     p.close()
     assert drain(q) == [good[0], good[1], *good]
 
@@ -344,3 +344,15 @@ def test_unrelated_files_are_left_alone(qpath):
     for name in ("notes.txt", "r_x.tmp", "l_x", ".hidden"):
         assert (qpath / name).read_text() == "mine"
     assert q.stats()["other_files"] == 4
+
+
+def test_read_batch_never_lets_the_file_choose_its_serializer(qpath):
+    # A batch written with pickle must not be loaded by a caller who asked for
+    # json just because the file says "pickle" (that would run its code).
+    q = turbo_queue.Queue(qpath, batch_size=10)
+    with q.producer() as p:
+        p.put({"a": 1})
+    name = queue_files(qpath)[0]
+    with pytest.raises(turbo_queue.BatchFormatError, match="'pickle' serializer, not 'json'"):
+        turbo_queue.read_batch(qpath / name, serializer="json")
+    assert turbo_queue.read_batch(qpath / name) == [{"a": 1}]

@@ -188,17 +188,24 @@ def lengths_bytes(lengths: array) -> bytes:
     return lengths.tobytes()
 
 
-def read_batch(path: str | os.PathLike[str], serializer: Any = None) -> list[Any]:
+def read_batch(path: str | os.PathLike[str], serializer: Any = "pickle") -> list[Any]:
     """Read the items of one batch file (any state) without changing it.
 
     For inspection and tooling; raises :class:`BatchFormatError` for anything
-    that is not a readable batch of this format version.
+    that is not a readable batch of this format version.  The caller names
+    the serializer, as a Queue does: the file's own ``serializer`` entry is
+    written by whoever wrote the file, so it is never allowed to choose
+    pickle for a caller who asked for json.
     """
     from ._serializers import get_serializer
 
     path = os.fspath(path)
     meta, records = decode_batch(read_file(path), path)
-    ser = get_serializer(serializer or meta.get("serializer", "pickle"))
+    ser = get_serializer(serializer)
+    written = meta.get("serializer")
+    if isinstance(serializer, str) and written != ser.name:
+        raise BatchFormatError(
+            f"batch was written with the {written!r} serializer, not {ser.name!r}", path, "serializer-mismatch")
     try:
         return decode_items(records, ser.loads, getattr(ser, "loads_many", None))
     except Exception as exc:
