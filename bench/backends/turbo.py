@@ -1,0 +1,115 @@
+"""Turbo Queue: a folder of SQLite batch files claimed by atomic rename.
+
+Contract test: ``python -m pytest tests/bench/test_bench_backends.py -k turbo``.
+
+Used the way users call it: each producer ``put``s one event at a time into
+``Queue(batch_size=B)`` (the library batches), leaving the producer block
+seals the last partial batch; each consumer takes whole sealed batches with
+``get_batch()`` until ``turbo_queue.Closed``; the parent ends the stream with
+``q.close()``.  ``max_ready`` is ``max_buffered_events`` in batches, so flat-out
+producers block like those of the other backends.
+
+The queue folder lives in the cell's work directory, which the sweep puts on
+the same disk as the results unless ``--queue-dir`` says otherwise (the
+filesystem type is recorded in meta.json): a queue on tmpfs measures a
+different thing than one on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .base import Backend, Consumer, Producer
+
+
+class _TurboProducer(Producer):
+    def __init__(self, q: Any):
+        self._cm = q.producer()
+        p = self._cm.__enter__()
+        self.put = p.put  # the library's own per-event put, no wrapper
+
+    def put(self, event: dict) -> None:  # replaced per instance in __init__
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        # Leaving the producer block seals the pending partial batch.
+        self._cm.__exit__(None, None, None)
+
+
+class _TurboConsumer(Consumer):
+    def __init__(self, q: Any):
+        self._cm = q.consumer()
+        self._c = self._cm.__enter__()
+
+    def batches(self) -> Iterator[Sequence[dict]]:
+        import turbo_queue
+
+        get_batch = self._c.get_batch
+        while True:
+            try:
+                # The next get_batch acks the previous batch, so a batch is
+                # acked only after the harness has processed all of it.
+                yield get_batch()
+            except turbo_queue.Closed:
+                return
+
+    def close(self) -> None:
+        self._cm.__exit__(None, None, None)
+
+
+class TurboBackend(Backend):
+    name = "turbo"
+    batched = True
+    file_based = True
+    description = "turbo_queue.Queue: put per event, get_batch per batch"
+    install_hint = "pip install turbo-queue-ng"
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.q = None
+        self.path = os.path.join(settings.workdir, "queue")
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        try:
+            import turbo_queue
+        except ImportError as exc:
+            return False, f"turbo_queue cannot be imported ({exc}); {cls.install_hint}"
+        if not hasattr(turbo_queue, "Queue"):
+            return False, "turbo_queue has no Queue (library incomplete in this checkout?)"
+        return True, ""
+
+    def open(self, ctx: Any) -> None:
+        import turbo_queue
+
+        self.q = turbo_queue.Queue(
+            self.path,
+            batch_size=self.settings.batch_size,
+            max_ready=self.settings.buffered_messages(),
+        )
+
+    def producer(self, index: int) -> Producer:
+        return _TurboProducer(self.q)
+
+    def consumer(self, index: int) -> Consumer:
+        return _TurboConsumer(self.q)
+
+    def end_of_stream(self, timeout: float) -> None:
+        # close() only marks the queue closed; consumers finish the ready
+        # batches and then get Closed.  It does not wait, so timeout is moot.
+        self.q.close()
+
+    def close(self) -> None:
+        # Nothing to release in the parent: the harness removes the work
+        # directory (and with it the queue folder) after the cell.
+        self.q = None
+
+    def describe(self) -> dict:
+        return {
+            "max_ready_batches": self.settings.buffered_messages(),
+            "max_batch_age_s": 1.0,
+            "serializer": "pickle",
+            "durable": False,
+        }

@@ -1,0 +1,283 @@
+"""Command line of the benchmark harness: ``python -m bench`` / ``turbo-bench``.
+
+Reproduce the default run (quick sweep, then the report) with::
+
+    python -m bench run
+
+Subcommands:
+
+``run``        sweep with bench/sweeps/quick.toml (or --sweep), then ``report``
+``sweep``      run a sweep and write results/<UTC timestamp>-<host>/
+``calibrate``  print the busy-loop calibration of this machine
+``backends``   list the backends and whether each is usable here
+``report``     (bench.report) plots and tables from a result directory
+``compare``    (bench.compare) compare two result directories
+``chaos``      (bench.chaos) crash-safety experiments
+
+Exit status: 0 success, 1 some cells failed or timed out, 2 bad usage or
+input, 130 interrupted (the sweep can be resumed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+#: Subcommands implemented by other modules, each exposing main(argv) -> int.
+#: They are imported only when used, so a missing or broken one never stops
+#: the sweep from running.
+DELEGATED = {
+    "report": ("bench.report", "plots and tables from a result directory"),
+    "compare": ("bench.compare", "compare two result directories"),
+    "chaos": ("bench.chaos", "crash-safety experiments"),
+}
+
+
+def _csv(kind, name: str):
+    """An argparse type for comma-separated lists (``--consumers 1,2,4``)."""
+
+    def parse(text: str) -> list:
+        items = [t.strip() for t in text.split(",")]
+        if not text.strip() or any(not t for t in items):
+            raise argparse.ArgumentTypeError(f"{name}: empty value in {text!r}")
+        out = []
+        for t in items:
+            if kind is str:
+                out.append(t)
+                continue
+            try:
+                out.append(kind(t))
+            except ValueError:
+                if kind is int and "cores" in t:
+                    out.append(t)  # a count expression, resolved by the sweep
+                else:
+                    raise argparse.ArgumentTypeError(
+                        f"{name}: {t!r} is not {'an integer' if kind is int else 'a number'}"
+                    ) from None
+        return out
+
+    return parse
+
+
+def _add_sweep_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("grid (each flag replaces that axis of the sweep file)")
+    g.add_argument("--sweep", metavar="TOML", help="sweep file (default: bench/sweeps/quick.toml)")
+    g.add_argument("--backends", type=_csv(str, "--backends"), metavar="A,B")
+    g.add_argument("--start-methods", type=_csv(str, "--start-methods"), metavar="fork,spawn")
+    g.add_argument("--producers", type=_csv(int, "--producers"), metavar="N,...")
+    g.add_argument("--consumers", type=_csv(int, "--consumers"), metavar="N,...")
+    g.add_argument("--batch-sizes", type=_csv(int, "--batch-sizes"), metavar="B,...")
+    g.add_argument("--work-us", type=_csv(float, "--work-us"), metavar="W,...")
+    g.add_argument("--workloads", type=_csv(str, "--workloads"), metavar="busy,parse,...")
+    g.add_argument("--event-bytes", type=_csv(int, "--event-bytes"), metavar="BYTES,...")
+    g.add_argument("--repeat", type=int, metavar="N")
+    g.add_argument("--warmup", type=float, metavar="SECONDS")
+    g.add_argument("--duration", type=float, metavar="SECONDS", help="measure window")
+    g.add_argument("--max-buffered-events", type=int, metavar="N")
+    g.add_argument("--cell-timeout", type=float, metavar="SECONDS")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", metavar="DIR", help="result directory (default: results/<UTC>-<host>)")
+    o.add_argument("--resume", metavar="DIR", help="continue an interrupted sweep in DIR")
+    o.add_argument(
+        "--queue-dir",
+        metavar="DIR",
+        help="where file-based queues live (default: beside the results, same disk)",
+    )
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the planned cells and the estimate, run nothing",
+    )
+
+
+_OVERRIDES = (
+    "backends",
+    "start_methods",
+    "producers",
+    "consumers",
+    "batch_sizes",
+    "work_us",
+    "workloads",
+    "event_bytes",
+    "repeat",
+    "warmup",
+    "duration",
+    "max_buffered_events",
+    "cell_timeout",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Sweep multi-process queues (turbo_queue vs multiprocessing.Queue and "
+        "friends) over process counts, batch sizes and CPU work per event.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    p = sub.add_parser("run", help="quick sweep, then the report")
+    _add_sweep_options(p)
+    p = sub.add_parser("sweep", help="run a sweep and write results")
+    _add_sweep_options(p)
+    p = sub.add_parser("calibrate", help="print the busy-loop calibration")
+    p.add_argument("--work-us", type=_csv(float, "--work-us"), default=[0.0, 10.0, 50.0, 200.0])
+    p.add_argument("--workloads", type=_csv(str, "--workloads"), default=["busy"])
+    p.add_argument("--event-bytes", type=_csv(int, "--event-bytes"), default=[300])
+    sub.add_parser("backends", help="list backends and whether they are usable")
+    for name, (_, help_text) in DELEGATED.items():
+        # Parsed by the delegate itself; listed here for --help.
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _sweep_config(args, warn):
+    from .sweep import DEFAULT_SWEEP, build_config, load_sweep_file
+
+    source = args.sweep or str(DEFAULT_SWEEP)
+    raw = load_sweep_file(source)
+    overrides = {k: getattr(args, k) for k in _OVERRIDES}
+    return build_config(raw, overrides, source=source, warn=warn)
+
+
+def cmd_sweep(args) -> tuple[int, Path | None]:
+    from . import results as res
+    from .sweep import run_sweep
+
+    def warn(msg: str) -> None:
+        print(f"warning: {msg}", file=sys.stderr)
+
+    if args.resume:
+        if args.dry_run:
+            raise UsageError("--dry-run plans a new sweep; it does not combine with --resume")
+        given = [f"--{k.replace('_', '-')}" for k in _OVERRIDES if getattr(args, k) is not None]
+        if args.sweep:
+            given.append("--sweep")
+        if args.out:
+            given.append("--out")
+        if given:
+            raise UsageError(
+                f"--resume continues the recorded sweep as it was; drop {', '.join(given)}"
+            )
+        outcome = run_sweep(
+            None,
+            args.resume,
+            resume=True,
+            queue_dir=args.queue_dir,
+            progress=not args.no_progress,
+        )
+        return outcome.exit_code, outcome.out_dir
+    cfg = _sweep_config(args, warn)
+    if args.dry_run:
+        from .sweep import estimate_seconds, plan_cells
+
+        cells = plan_cells(cfg)
+        for cell in cells:
+            print(cell.cell_id)
+        print(
+            f"{len(cells)} cells x {cfg.repeat} repeats; "
+            f"estimated {estimate_seconds(cfg, len(cells)) / 60:.1f} min",
+            file=sys.stderr,
+        )
+        return 0, None
+    out = Path(args.out) if args.out else res.default_out_dir()
+    outcome = run_sweep(cfg, out, queue_dir=args.queue_dir, progress=not args.no_progress)
+    return outcome.exit_code, outcome.out_dir
+
+
+def cmd_calibrate(args) -> int:
+    import psutil
+
+    from .work import calibrate
+
+    cal = calibrate(tuple(args.work_us), tuple(args.workloads), tuple(args.event_bytes))
+    cal["cpu_count_logical"] = psutil.cpu_count(logical=True)
+    cal["cpu_count_physical"] = psutil.cpu_count(logical=False)
+    print(json.dumps(cal, indent=2))
+    return 0
+
+
+def cmd_backends(args) -> int:
+    from .backends import BACKENDS
+
+    width = max(len(n) for n in BACKENDS)
+    for name, cls in BACKENDS.items():
+        ok, reason = cls.available()
+        state = "available" if ok else f"UNAVAILABLE: {reason}"
+        kind = "batched" if cls.batched else "unbatched"
+        print(f"{name:<{width}}  {kind:<9}  {cls.description}  [{state}]")
+    return 0
+
+
+def delegate(command: str, argv: list[str]) -> int:
+    module_name = DELEGATED[command][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name not in (module_name, *_parents(module_name)):
+            raise  # the module exists but one of its own imports is missing
+        print(
+            f"error: '{command}' is not available: {module_name} is not installed in this checkout",
+            file=sys.stderr,
+        )
+        return 2
+    main = getattr(module, "main", None)
+    if main is None:
+        print(f"error: {module_name} has no main(argv)", file=sys.stderr)
+        return 2
+    return int(main(argv) or 0)
+
+
+def _parents(module_name: str) -> list[str]:
+    parts = module_name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+class UsageError(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        return delegate(argv[0], argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .backends import UnknownBackend
+    from .sweep import SweepConfigError
+
+    try:
+        if args.command == "sweep":
+            return cmd_sweep(args)[0]
+        if args.command == "run":
+            code, out = cmd_sweep(args)
+            if out is None or code == 130:
+                return code
+            try:
+                importlib.import_module(DELEGATED["report"][0])
+            except ModuleNotFoundError as exc:
+                if exc.name != DELEGATED["report"][0]:
+                    raise
+                print(
+                    f"note: bench.report is not available; the results are in {out}",
+                    file=sys.stderr,
+                )
+                return code
+            report_code = delegate("report", [str(out)])
+            return code or report_code
+        if args.command == "calibrate":
+            return cmd_calibrate(args)
+        if args.command == "backends":
+            return cmd_backends(args)
+    except (SweepConfigError, UnknownBackend, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        # Outside a sweep's cell loop (calibration, report): nothing to resume.
+        print("interrupted", file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command!r}")
+    return 2

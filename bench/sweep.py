@@ -1,0 +1,633 @@
+"""The sweep: a grid of cells from a TOML file, run with interleaved repeats.
+
+Reproduce the default sweep with::
+
+    python -m bench sweep                       # bench/sweeps/quick.toml
+    python -m bench sweep --sweep bench/sweeps/full.toml
+
+Sweep file format (TOML, top-level keys; every axis is a list)::
+
+    backends      = ["turbo", "mpq", "mpq-batch", "faster-fifo"]
+    start_methods = ["fork"]            # fork, spawn, forkserver
+    producers     = [1]                 # counts: ints or "cores" expressions
+    consumers     = [1, 2, "cores", "2*cores"]
+    consumers_max = "2*cores"           # optional cap, drops larger counts
+    batch_sizes   = [100, 1000]         # ignored (1) for unbatched backends
+    work_us       = [0, 50]             # busy-loop us per event
+    workloads     = ["busy"]            # busy, parse, regex, hash
+    event_bytes   = [300]
+    repeat        = 3                   # repeats, interleaved across cells
+    warmup        = 0.5                 # seconds excluded before the window
+    duration      = 1.5                 # seconds of the measure window
+    max_buffered_events = 10000         # queue bound shared by all backends
+    cell_timeout  = 60                  # optional; default warmup+duration+60
+
+A count expression is ``"cores"``, ``"N*cores"`` or ``"cores/N"`` with
+``cores`` the logical core count of the machine running the sweep (rounded
+down, at least 1), so one file serves any machine.  ``producers_max`` and
+``consumers_max`` drop counts above the cap.
+
+The grid is the product of the axes, less duplicates: unbatched backends run
+at ``batch_size = 1`` only, and named workloads (parse, regex, hash) at
+``work_us = 0`` only (see bench.work).  Within one repeat the backend varies
+fastest, so the cells compared most often run back to back; repeat ``r`` of
+every cell runs before repeat ``r + 1`` of any, so drift in the machine
+(thermal, background load) spreads over all cells instead of biasing one.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import shutil
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from . import results as res
+from .backends import BACKENDS, UnknownBackend, get_backend
+from .cell import Cell, CellRun, leaked_children, run_cell
+from .work import WORKLOADS, calibrate
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
+
+SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
+DEFAULT_SWEEP = SWEEPS_DIR / "quick.toml"
+
+#: Margin added to warmup + duration for start-up and drain when the sweep
+#: does not set cell_timeout.
+DEFAULT_TIMEOUT_MARGIN_S = 60.0
+DEFAULT_REPEAT = 3
+DEFAULT_MAX_BUFFERED = 10_000
+
+AXES = (
+    "backends",
+    "start_methods",
+    "producers",
+    "consumers",
+    "batch_sizes",
+    "work_us",
+    "workloads",
+    "event_bytes",
+)
+SCALARS = ("repeat", "warmup", "duration", "max_buffered_events", "cell_timeout")
+OTHER_KEYS = ("name", "description", "producers_max", "consumers_max")
+
+
+class SweepConfigError(ValueError):
+    """A sweep file or override that cannot be run; the message names the key."""
+
+
+@dataclass
+class SweepConfig:
+    """A sweep after count expressions are resolved and overrides applied."""
+
+    backends: list[str]
+    start_methods: list[str] = field(default_factory=lambda: ["fork"])
+    producers: list[int] = field(default_factory=lambda: [1])
+    consumers: list[int] = field(default_factory=lambda: [1])
+    batch_sizes: list[int] = field(default_factory=lambda: [1000])
+    work_us: list[float] = field(default_factory=lambda: [0.0])
+    workloads: list[str] = field(default_factory=lambda: ["busy"])
+    event_bytes: list[int] = field(default_factory=lambda: [300])
+    repeat: int = DEFAULT_REPEAT
+    warmup: float = 1.0
+    duration: float = 3.0
+    max_buffered_events: int = DEFAULT_MAX_BUFFERED
+    cell_timeout: float | None = None
+    name: str = "custom"
+    description: str = ""
+    source: str | None = None
+    #: Backends dropped because they are not installed: name -> reason.
+    skipped_backends: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def timeout(self) -> float:
+        if self.cell_timeout is not None:
+            return self.cell_timeout
+        return self.warmup + self.duration + DEFAULT_TIMEOUT_MARGIN_S
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["effective_cell_timeout"] = self.timeout
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SweepConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# --------------------------------------------------------------------------
+# Parsing and validation
+# --------------------------------------------------------------------------
+
+_COUNT_EXPR = re.compile(r"^\s*(?:(\d+)\s*\*\s*)?cores(?:\s*\*\s*(\d+))?(?:\s*/\s*(\d+))?\s*$")
+
+
+def _count(key: str, value: Any, cores: int) -> int:
+    """An int, or a "cores" expression resolved against ``cores``."""
+    if isinstance(value, bool):
+        raise SweepConfigError(f"{key}: expected a count, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        m = _COUNT_EXPR.match(value)
+        if m:
+            mul = int(m.group(1) or 1) * int(m.group(2) or 1)
+            div = int(m.group(3) or 1)
+            if div == 0:
+                raise SweepConfigError(f"{key}: division by zero in {value!r}")
+            return max(1, (mul * cores) // div)
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    raise SweepConfigError(
+        f"{key}: expected a positive integer or 'cores', 'N*cores', 'cores/N'; got {value!r}"
+    )
+
+
+def _as_list(key: str, value: Any) -> list:
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list):
+        raise SweepConfigError(f"{key}: expected a list, got {value!r}")
+    if not value:
+        raise SweepConfigError(f"{key}: empty axis (give at least one value)")
+    return value
+
+
+def _positive_ints(key: str, values: list, cores: int, cap: int | None = None) -> list[int]:
+    out = []
+    for v in values:
+        n = _count(key, v, cores)
+        if n <= 0:
+            raise SweepConfigError(f"{key}: must be positive, got {v!r}")
+        if cap is None or n <= cap:
+            out.append(n)
+    if not out:
+        raise SweepConfigError(f"{key}: every value is above the cap {cap}")
+    return sorted(set(out))
+
+
+def _names(key: str, values: list, known: tuple[str, ...] | list[str]) -> list[str]:
+    out = []
+    for v in values:
+        if not isinstance(v, str) or v not in known:
+            raise SweepConfigError(f"{key}: unknown value {v!r}; known: {', '.join(known)}")
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def _number(key: str, value: Any, minimum: float, strict: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SweepConfigError(f"{key}: expected a number, got {value!r}")
+    if value < minimum or (strict and value == minimum):
+        rel = ">" if strict else ">="
+        raise SweepConfigError(f"{key}: must be {rel} {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SweepConfigError(f"{key}: expected an integer, got {value!r}")
+    if value <= 0:
+        raise SweepConfigError(f"{key}: must be positive, got {value!r}")
+    return value
+
+
+def load_sweep_file(path: str | os.PathLike) -> dict:
+    """The raw key/value table of a sweep file."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as exc:
+        raise SweepConfigError(f"cannot read sweep file {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SweepConfigError(f"sweep file {path} is not valid TOML: {exc}") from exc
+    known = set(AXES) | set(SCALARS) | set(OTHER_KEYS)
+    for key in raw:
+        if key not in known:
+            raise SweepConfigError(
+                f"{path}: unknown key {key!r}; known keys: {', '.join(sorted(known))}"
+            )
+    return raw
+
+
+def build_config(
+    raw: dict,
+    overrides: dict | None = None,
+    cores: int | None = None,
+    source: str | None = None,
+    warn=None,
+) -> SweepConfig:
+    """Validate ``raw`` (a sweep file's table) with ``overrides`` on top.
+
+    Overrides replace whole axes (``{"consumers": [1, 2]}``).  Unknown
+    backends are an error; known but unavailable ones are skipped with a
+    warning through ``warn(message)``.
+    """
+    cores = cores or psutil.cpu_count(logical=True) or 1
+    data = dict(raw)
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            data[k] = v
+
+    if "backends" not in data:
+        raise SweepConfigError("backends: missing (list the backends to sweep)")
+    backend_names = _as_list("backends", data["backends"])
+    for b in backend_names:
+        try:
+            get_backend(b)
+        except UnknownBackend as exc:
+            raise SweepConfigError(f"backends: {exc}") from None
+    backend_names = list(dict.fromkeys(backend_names))
+    skipped = {}
+    usable = []
+    for b in backend_names:
+        ok, reason = BACKENDS[b].available()
+        if ok:
+            usable.append(b)
+        else:
+            skipped[b] = reason
+            if warn:
+                warn(f"skipping backend {b}: {reason}")
+    if not usable:
+        raise SweepConfigError(
+            "backends: none of " + ", ".join(backend_names) + " is available here"
+        )
+
+    def cap(key: str) -> int | None:
+        return _count(key, data[key], cores) if key in data else None
+
+    cfg = SweepConfig(backends=usable, skipped_backends=skipped, source=source)
+    cfg.name = str(data.get("name", Path(source).stem if source else "custom"))
+    cfg.description = str(data.get("description", ""))
+    if "start_methods" in data:
+        cfg.start_methods = _names(
+            "start_methods",
+            _as_list("start_methods", data["start_methods"]),
+            multiprocessing.get_all_start_methods(),
+        )
+    if "producers" in data:
+        cfg.producers = _positive_ints(
+            "producers", _as_list("producers", data["producers"]), cores, cap("producers_max")
+        )
+    if "consumers" in data:
+        cfg.consumers = _positive_ints(
+            "consumers", _as_list("consumers", data["consumers"]), cores, cap("consumers_max")
+        )
+    if "batch_sizes" in data:
+        cfg.batch_sizes = _positive_ints(
+            "batch_sizes", _as_list("batch_sizes", data["batch_sizes"]), cores
+        )
+    if "work_us" in data:
+        cfg.work_us = sorted(
+            {_number("work_us", v, 0.0, strict=False) for v in _as_list("work_us", data["work_us"])}
+        )
+    if "workloads" in data:
+        cfg.workloads = _names("workloads", _as_list("workloads", data["workloads"]), WORKLOADS)
+    if "event_bytes" in data:
+        cfg.event_bytes = _positive_ints(
+            "event_bytes", _as_list("event_bytes", data["event_bytes"]), cores
+        )
+    if "repeat" in data:
+        cfg.repeat = _int("repeat", data["repeat"])
+    if "warmup" in data:
+        cfg.warmup = _number("warmup", data["warmup"], 0.0, strict=False)
+    if "duration" in data:
+        cfg.duration = _number("duration", data["duration"], 0.0, strict=True)
+    if "max_buffered_events" in data:
+        cfg.max_buffered_events = _int("max_buffered_events", data["max_buffered_events"])
+    if data.get("cell_timeout") is not None:
+        cfg.cell_timeout = _number("cell_timeout", data["cell_timeout"], 0.0, strict=True)
+        if cfg.cell_timeout <= cfg.warmup + cfg.duration:
+            raise SweepConfigError(
+                f"cell_timeout: {cfg.cell_timeout:g}s leaves no time for start-up and drain "
+                f"after warmup + duration = {cfg.warmup + cfg.duration:g}s"
+            )
+    return cfg
+
+
+# --------------------------------------------------------------------------
+# Planning
+# --------------------------------------------------------------------------
+
+
+def plan_cells(cfg: SweepConfig) -> list[Cell]:
+    """The cells of one repeat, in run order, without duplicates."""
+    seen: set[str] = set()
+    cells = []
+    for sm in cfg.start_methods:
+        for workload in cfg.workloads:
+            for size in cfg.event_bytes:
+                for p in cfg.producers:
+                    for c in cfg.consumers:
+                        for w in cfg.work_us:
+                            for b in cfg.batch_sizes:
+                                for name in cfg.backends:
+                                    batch = b if BACKENDS[name].batched else 1
+                                    work = w if workload == "busy" else 0.0
+                                    cell = Cell(name, sm, p, c, batch, work, workload, size)
+                                    if cell.cell_id not in seen:
+                                        seen.add(cell.cell_id)
+                                        cells.append(cell)
+    return cells
+
+
+def estimate_seconds(cfg: SweepConfig, cells: int) -> float:
+    # Start-up, drain and accounting add about half a second per cell under
+    # fork and more under spawn (each child imports the harness).
+    per_cell = cfg.warmup + cfg.duration + (0.5 if cfg.start_methods == ["fork"] else 1.5)
+    return cells * cfg.repeat * per_cell
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Progress:
+    """A one-line progress bar on stderr: cells done/total, elapsed, ETA.
+
+    On a terminal the line is redrawn in place; otherwise (CI logs, pipes)
+    each finished cell prints a line of its own.
+    """
+
+    def __init__(self, total: int, already: int, estimate_per_cell: float, stream=None):
+        self.total = total
+        self.done = already
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.started = time.monotonic()
+        self.ran = 0
+        self.estimate_per_cell = estimate_per_cell
+
+    def _eta(self) -> float:
+        per = (time.monotonic() - self.started) / self.ran if self.ran else self.estimate_per_cell
+        return per * (self.total - self.done)
+
+    def _bar(self, width: int = 24) -> str:
+        filled = int(width * self.done / self.total) if self.total else width
+        return "#" * filled + "-" * (width - filled)
+
+    def starting(self, label: str) -> None:
+        if self.tty:
+            self._line(f"{label} ...")
+
+    def finished(self, label: str, row: dict) -> None:
+        self.done += 1
+        self.ran += 1
+        if row["status"] == "ok":
+            what = f"ok {row['events_per_s']:,.0f} ev/s"
+        else:
+            what = f"{row['status'].upper()}: {row['error']}"
+        if row["status"] != "ok" and self.tty:
+            # Failures stay visible above the redrawn bar.
+            self.stream.write("\r\x1b[K" + f"{label}: {what}\n")
+        self._line(f"{label} {what}")
+        if not self.tty:
+            self.stream.write("\n")
+        self.stream.flush()
+
+    def _line(self, text: str) -> None:
+        pct = 100 * self.done / self.total if self.total else 100
+        elapsed = time.monotonic() - self.started
+        head = (
+            f"[{self._bar()}] {self.done}/{self.total} {pct:3.0f}% "
+            f"{_fmt_duration(elapsed)} ETA {_fmt_duration(self._eta())}  "
+        )
+        line = head + text
+        if self.tty:
+            cols = shutil.get_terminal_size((120, 20)).columns
+            self.stream.write("\r\x1b[K" + line[: cols - 1])
+            self.stream.flush()
+        else:
+            self.stream.write(line)
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# --------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------
+
+
+def _fstype(path: str) -> str | None:
+    path = os.path.realpath(path)
+    best = None
+    for part in psutil.disk_partitions(all=True):
+        mp = part.mountpoint
+        if path == mp or path.startswith(mp.rstrip("/") + "/"):
+            if best is None or len(mp) > len(best.mountpoint):
+                best = part
+    return best.fstype if best else None
+
+
+@dataclass
+class SweepOutcome:
+    out_dir: Path
+    ran: int
+    skipped: int
+    ok: int
+    failed: int
+    timeout: int
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 0 if self.failed == 0 and self.timeout == 0 else 1
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_sweep(
+    cfg: SweepConfig | None,
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    queue_dir: str | None = None,
+    progress: bool = True,
+    say=_say,
+) -> SweepOutcome:
+    """Run (or resume) a sweep into ``out_dir``; see the module docstring."""
+    out = Path(out_dir)
+    if resume:
+        try:
+            meta = res.read_meta(out)
+        except FileNotFoundError:
+            raise SweepConfigError(f"--resume {out}: no {res.META_JSON} there") from None
+        cfg = SweepConfig.from_dict(meta["sweep"])
+        for b in list(cfg.backends):
+            ok, reason = BACKENDS[b].available() if b in BACKENDS else (False, "unknown backend")
+            if not ok:
+                say(f"warning: skipping backend {b} on resume: {reason}")
+                cfg.backends.remove(b)
+        if not cfg.backends:
+            raise SweepConfigError(f"--resume {out}: none of the sweep's backends is available")
+        here = (socket.gethostname(), psutil.cpu_count(logical=True))
+        recorded = (meta.get("hostname"), meta.get("cpu_count_logical"))
+        if here != recorded:
+            say(
+                f"warning: resuming on {here[0]} ({here[1]} cores), the sweep started on "
+                f"{recorded[0]} ({recorded[1]} cores): its rows will mix two machines"
+            )
+        # The recorded calibration, not a fresh one: the busy loop must be the
+        # same for every row of a result set.
+        calibration = meta["calibration"]
+        done = res.done_keys(out)
+        queue_dir = queue_dir or meta.get("queue_dir_requested")
+        meta["finished_utc"] = None
+        meta.setdefault("resumed_utc", []).append(res.utc_now())
+    else:
+        assert cfg is not None
+        if (out / res.RUNS_CSV).exists():
+            raise SweepConfigError(
+                f"--out {out}: already holds {res.RUNS_CSV}; use --resume {out} to continue it"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        cores = psutil.cpu_count(logical=True)
+        say(
+            f"machine: {cores} logical / {psutil.cpu_count(logical=False)} physical cores; "
+            "calibrating the busy loop ..."
+        )
+        calibration = calibrate(tuple(cfg.work_us), tuple(cfg.workloads), tuple(cfg.event_bytes))
+        meta = res.collect_meta(cfg.to_dict(), calibration)
+        meta["queue_dir_requested"] = queue_dir
+        done = set()
+
+    work_root = Path(queue_dir) if queue_dir else out / ".work"
+    work_root.mkdir(parents=True, exist_ok=True)
+    from .events import CLOCK_DESCRIPTION, SEQ_STRIDE
+
+    meta.update(
+        clock=CLOCK_DESCRIPTION,
+        seq_stride=SEQ_STRIDE,
+        queue_dir=str(work_root.resolve()),
+        queue_dir_fstype=_fstype(str(work_root)),
+        backends={
+            name: {
+                "description": BACKENDS[name].description,
+                "batched": BACKENDS[name].batched,
+                "file_based": BACKENDS[name].file_based,
+            }
+            for name in cfg.backends
+        },
+    )
+    meta.setdefault("cells", {})
+    res.write_meta(out, meta)
+
+    cells = plan_cells(cfg)
+    todo = [(r, c) for r in range(cfg.repeat) for c in cells if (c.cell_id, r) not in done]
+    total = len(cells) * cfg.repeat
+    per_cell = estimate_seconds(cfg, 1) / cfg.repeat
+    say(
+        f"sweep {cfg.name!r}: {len(cells)} cells x {cfg.repeat} repeats = {total} runs "
+        f"({total - len(todo)} already done); backends {', '.join(cfg.backends)}; "
+        f"{psutil.cpu_count(logical=True)} logical cores seen; "
+        f"estimated {_fmt_duration(per_cell * len(todo))}"
+    )
+    say(f"results: {out}   queue dir: {work_root} ({meta['queue_dir_fstype'] or 'unknown fs'})")
+    run = CellRun(
+        warmup=cfg.warmup,
+        duration=cfg.duration,
+        max_buffered_events=cfg.max_buffered_events,
+        timeout=cfg.timeout,
+        workdir=str(work_root),
+    )
+    bar = Progress(total, total - len(todo), per_cell) if progress else None
+    counts = {"ok": 0, "failed": 0, "timeout": 0}
+    interrupted = False
+    writer = res.RunsWriter(out)
+    try:
+        for r, cell in todo:
+            label = f"{cell.cell_id} r{r}"
+            if bar:
+                bar.starting(label)
+            row, description = run_cell(cell, run, calibration, repeat=r)
+            writer.append(row)
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+            if description:
+                meta["cells"][cell.cell_id] = description
+            if bar:
+                bar.finished(label, row)
+            elif row["status"] != "ok":
+                say(f"{label}: {row['status']}: {row['error']}")
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        writer.close()
+        if bar:
+            bar.close()
+        # run_cell reaps its own processes; this catches the ones a second
+        # Ctrl-C may have saved by interrupting that reaping half-way.
+        stray = leaked_children()
+        for proc in stray:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(stray, timeout=5)
+        multiprocessing.active_children()  # let multiprocessing reap its own
+        rows = res.read_runs(out)
+        try:
+            res.write_pyperf(out, rows, meta)
+        finally:
+            finished = {(r["cell_id"], int(r["repeat"])) for r in rows}
+            complete = all((c.cell_id, r) in finished for r in range(cfg.repeat) for c in cells)
+            meta["finished_utc"] = res.utc_now() if complete else None
+            res.write_meta(out, meta)
+            if not queue_dir:
+                shutil.rmtree(work_root, ignore_errors=True)
+    outcome = SweepOutcome(
+        out_dir=out,
+        ran=sum(counts.values()),
+        skipped=total - len(todo),
+        ok=counts["ok"],
+        failed=counts["failed"],
+        timeout=counts["timeout"],
+        interrupted=interrupted,
+    )
+    if interrupted:
+        say(f"interrupted; continue with: python -m bench sweep --resume {out}")
+    else:
+        say(f"done: {outcome.ok} ok, {outcome.failed} failed, {outcome.timeout} timed out -> {out}")
+    return outcome
+
+
+def count_cells(cfg: SweepConfig) -> int:
+    return len(plan_cells(cfg)) * cfg.repeat
+
+
+__all__ = [
+    "DEFAULT_SWEEP",
+    "SweepConfig",
+    "SweepConfigError",
+    "SweepOutcome",
+    "build_config",
+    "count_cells",
+    "estimate_seconds",
+    "load_sweep_file",
+    "plan_cells",
+    "run_sweep",
+]

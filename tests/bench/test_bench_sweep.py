@@ -1,0 +1,334 @@
+"""The sweep: config validation, planning, a tiny real sweep, resume, CLI.
+
+Run with::
+
+    python -m pytest tests/bench/test_bench_sweep.py
+
+The end-to-end tests run real (tiny) sweeps: one or two cells with a 0.3 s
+window, so the whole file takes seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import main
+from bench.backends import BACKENDS
+from bench.cell import leaked_children
+from bench.results import RunsWriter, read_runs
+from bench.schema import COLUMNS, META_KEYS, SCHEMA_VERSION
+from bench.sweep import (
+    DEFAULT_SWEEP,
+    SWEEPS_DIR,
+    SweepConfigError,
+    build_config,
+    estimate_seconds,
+    load_sweep_file,
+    plan_cells,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = [
+    "--backends", "mpq-batch",
+    "--producers", "1",
+    "--consumers", "1",
+    "--batch-sizes", "100",
+    "--work-us", "0",
+    "--warmup", "0.2",
+    "--duration", "0.3",
+    "--no-progress",
+]  # fmt: skip
+
+
+# -- config ------------------------------------------------------------------
+
+
+def test_shipped_sweeps_are_valid():
+    for path in sorted(SWEEPS_DIR.glob("*.toml")):
+        cfg = build_config(load_sweep_file(path), cores=2, source=str(path))
+        assert plan_cells(cfg)
+
+
+def test_quick_sweep_fits_in_three_minutes_on_two_cores():
+    cfg = build_config(load_sweep_file(DEFAULT_SWEEP), cores=2)
+    assert estimate_seconds(cfg, len(plan_cells(cfg))) < 180
+    assert set(cfg.backends) <= set(BACKENDS)
+
+
+def test_full_sweep_scales_with_the_machine():
+    raw = load_sweep_file(SWEEPS_DIR / "full.toml")
+    assert build_config(raw, cores=2).consumers == [1, 2, 4]
+    big = build_config(raw, cores=64)
+    assert max(big.consumers) == 128 and 32 in big.consumers
+    assert big.batch_sizes == [1, 10, 100, 1000, 10000]
+    assert big.work_us == [0, 10, 50, 200]
+
+
+def test_unbatched_backends_and_named_workloads_are_deduplicated():
+    raw = {
+        "backends": ["mpq", "mpq-batch"],
+        "batch_sizes": [10, 100],
+        "work_us": [0, 50],
+        "workloads": ["busy", "hash"],
+    }
+    ids = [c.cell_id for c in plan_cells(build_config(raw, cores=2))]
+    assert len(ids) == len(set(ids))
+    assert [i for i in ids if i.startswith("mpq-fork")] == [
+        "mpq-fork-p1-c1-b1-w0-busy-e300",
+        "mpq-fork-p1-c1-b1-w50-busy-e300",
+        "mpq-fork-p1-c1-b1-w0-hash-e300",
+    ]
+    assert sum(1 for i in ids if i.startswith("mpq-batch") and "-hash-" in i) == 2
+
+
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"backends": ["mpq"], "consumers": [0]}, "consumers"),
+        ({"backends": ["mpq"], "producers": [-1]}, "producers"),
+        ({"backends": ["mpq"], "batch_sizes": []}, "batch_sizes"),
+        ({"backends": []}, "backends"),
+        ({"backends": ["mpq"], "work_us": [-5]}, "work_us"),
+        ({"backends": ["mpq"], "repeat": 0}, "repeat"),
+        ({"backends": ["mpq"], "duration": 0}, "duration"),
+        ({"backends": ["mpq"], "event_bytes": [0]}, "event_bytes"),
+        ({"backends": ["mpq"], "workloads": ["sleep"]}, "workloads"),
+        ({"backends": ["mpq"], "start_methods": ["thread"]}, "start_methods"),
+        ({"backends": ["mpq"], "consumers": ["lots"]}, "consumers"),
+        ({"backends": ["mpq"], "warmup": 1, "duration": 1, "cell_timeout": 2}, "cell_timeout"),
+    ],
+)
+def test_bad_values_name_their_key(raw, key):
+    with pytest.raises(SweepConfigError) as info:
+        build_config(raw, cores=2)
+    assert str(info.value).startswith(key)
+
+
+def test_unknown_backend_error_lists_known_ones():
+    with pytest.raises(SweepConfigError) as info:
+        build_config({"backends": ["mpq", "kafkaesque"]}, cores=2)
+    for name in BACKENDS:
+        assert name in str(info.value)
+
+
+def test_missing_optional_backend_is_skipped_with_a_warning(monkeypatch):
+    class NotInstalled(BACKENDS["faster-fifo"]):
+        @classmethod
+        def available(cls):
+            return False, "faster-fifo is not installed; pip install faster-fifo"
+
+    monkeypatch.setitem(BACKENDS, "faster-fifo", NotInstalled)
+    warnings = []
+    cfg = build_config({"backends": ["mpq", "faster-fifo"]}, cores=2, warn=warnings.append)
+    assert cfg.backends == ["mpq"]
+    assert "faster-fifo" in cfg.skipped_backends
+    assert warnings and "skipping backend faster-fifo" in warnings[0]
+
+
+def test_unreadable_and_invalid_toml(tmp_path):
+    with pytest.raises(SweepConfigError, match="cannot read sweep file"):
+        load_sweep_file(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("backends = [mpq\n")
+    with pytest.raises(SweepConfigError, match="not valid TOML"):
+        load_sweep_file(bad)
+    typo = tmp_path / "typo.toml"
+    typo.write_text('backends = ["mpq"]\nconsumer = [1]\n')
+    with pytest.raises(SweepConfigError, match="unknown key 'consumer'"):
+        load_sweep_file(typo)
+
+
+def test_count_expressions():
+    cfg = build_config(
+        {"backends": ["mpq"], "consumers": [1, "cores/2", "cores", "2*cores", "cores*3"]}, cores=8
+    )
+    assert cfg.consumers == [1, 4, 8, 16, 24]
+    cfg = build_config(
+        {"backends": ["mpq"], "consumers": [1, 64, "2*cores"], "consumers_max": "2*cores"}, cores=2
+    )
+    assert cfg.consumers == [1, 4]
+
+
+# -- results files -------------------------------------------------------------
+
+
+def test_runs_writer_drops_a_half_written_line(tmp_path):
+    row = {k: "" for k in COLUMNS}
+    row.update(cell_id="a", repeat=0, status="ok")
+    with RunsWriter(tmp_path) as w:
+        w.append(row)
+    with open(tmp_path / "runs.csv", "a") as f:
+        f.write("b,1,half-a-li")  # the sweep died mid-write
+    assert [r["cell_id"] for r in read_runs(tmp_path)] == ["a"]
+    with RunsWriter(tmp_path) as w:
+        w.append(dict(row, cell_id="c"))
+    assert [r["cell_id"] for r in read_runs(tmp_path)] == ["a", "c"]
+
+
+# -- end to end ----------------------------------------------------------------
+
+
+def _check_result_dir(out: Path, expected_rows: int) -> list[dict]:
+    with open(out / "runs.csv", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        body = list(reader)
+    assert header == list(COLUMNS)
+    assert len(body) == expected_rows
+    rows = read_runs(out)
+    assert all(r["schema_version"] == str(SCHEMA_VERSION) for r in rows)
+    assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
+    assert all(r["lost"] == "0" and r["duplicated"] == "0" for r in rows)
+    meta = json.loads((out / "meta.json").read_text())
+    assert set(META_KEYS) <= set(meta)
+    assert meta["finished_utc"] is not None
+    assert meta["cpu_count_logical"] >= 1
+    assert meta["calibration"]["iterations_per_us"] > 0
+    assert meta["pyperf"].get("perf_version")
+    bench = json.loads((out / "bench.json").read_text())
+    assert len(bench["benchmarks"]) == len({r["cell_id"] for r in rows})
+    assert not (out / ".work").exists()
+    return rows
+
+
+@pytest.mark.timeout(90)
+def test_tiny_sweep_end_to_end_and_pyperf_compare(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["sweep", *TINY, "--repeat", "2", "--out", str(a)]) == 0
+    rows = _check_result_dir(a, expected_rows=2)
+    assert [int(r["repeat"]) for r in rows] == [0, 1]
+    assert leaked_children() == []
+    assert main(["sweep", *TINY, "--repeat", "1", "--out", str(b)]) == 0
+    _check_result_dir(b, expected_rows=1)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pyperf",
+            "compare_to",
+            str(a / "bench.json"),
+            str(b / "bench.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "mpq-batch-fork-p1-c1-b100-w0-busy-e300" in out.stdout or "Mean" in out.stdout
+
+
+@pytest.mark.timeout(90)
+def test_interrupted_sweep_resumes_without_redoing_cells(tmp_path):
+    out = tmp_path / "run"
+    args = [
+        sys.executable, "-m", "bench", "sweep", *TINY,
+        "--backends", "mpq-batch,mpq", "--repeat", "2", "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        # Interrupt once the first row is on disk (a condition, polled).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            runs = out / "runs.csv"
+            if runs.exists() and runs.read_text().count("\n") >= 2:
+                break
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.05)
+        else:
+            pytest.fail("the sweep wrote no row in 60 s")
+        proc.send_signal(signal.SIGINT)
+        log, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, log
+    assert "--resume" in log
+    before = read_runs(out)
+    assert 1 <= len(before) < 4
+    assert json.loads((out / "meta.json").read_text())["finished_utc"] is None
+
+    assert main(["sweep", "--resume", str(out), "--no-progress"]) == 0
+    rows = _check_result_dir(out, expected_rows=4)
+    keys = [(r["cell_id"], r["repeat"]) for r in rows]
+    assert len(set(keys)) == 4, "a cell ran twice"
+    assert rows[: len(before)] == before, "finished rows were redone or rewritten"
+    assert leaked_children() == []
+
+
+def test_resume_refuses_new_axes(tmp_path, capsys):
+    assert main(["sweep", "--resume", str(tmp_path), "--consumers", "4"]) == 2
+    assert "--consumers" in capsys.readouterr().err
+
+
+# -- CLI -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["sweep", "--backends", "nope"], "known backends: turbo, mpq, mpq-batch, faster-fifo"),
+        (["sweep", "--consumers", "0"], "consumers: must be positive"),
+        (["sweep", "--repeat", "0"], "repeat: must be positive"),
+        (["sweep", "--sweep", "/nonexistent/sweep.toml"], "cannot read sweep file"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_a_clear_message(argv, needle, capsys):
+    assert main(argv) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_cli_rejects_an_empty_axis(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["sweep", "--batch-sizes", ""])
+    assert info.value.code == 2
+    assert "--batch-sizes" in capsys.readouterr().err
+
+
+def test_cli_existing_results_need_resume(tmp_path, capsys):
+    (tmp_path / "runs.csv").write_text("x\n")
+    assert main(["sweep", *TINY, "--out", str(tmp_path)]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_cli_delegates_and_reports_missing_modules(monkeypatch, capsys):
+    from bench import cli
+
+    monkeypatch.setitem(cli.DELEGATED, "chaos", ("bench.no_such_module", "x"))
+    assert main(["chaos", "--anything"]) == 2
+    assert "not available" in capsys.readouterr().err
+
+
+def test_cli_delegates_argv_untouched(monkeypatch, tmp_path):
+    module = tmp_path / "bench_fake_report.py"
+    module.write_text("seen = []\ndef main(argv):\n    seen.append(argv)\n    return 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from bench import cli
+
+    monkeypatch.setitem(cli.DELEGATED, "report", ("bench_fake_report", "x"))
+    assert main(["report", "some/dir", "--flag"]) == 7
+    import bench_fake_report
+
+    assert bench_fake_report.seen == [["some/dir", "--flag"]]
+
+
+def test_cli_backends_and_calibrate(capsys):
+    assert main(["backends"]) == 0
+    listing = capsys.readouterr().out
+    for name in BACKENDS:
+        assert name in listing
+    assert main(["calibrate", "--work-us", "0,5"]) == 0
+    cal = json.loads(capsys.readouterr().out)
+    assert cal["iterations_per_us"] > 0 and "busy:5" in cal["measured_us"]
+    assert cal["cpu_count_logical"] == os.cpu_count()
