@@ -96,12 +96,30 @@ class CellRun:
 
     warmup: float
     duration: float
-    max_buffered_events: int
+    #: Events the queue may buffer, or "auto" (see :func:`buffer_bound`).
+    max_buffered_events: int | str
     #: Hard limit for the whole cell, start-up and drain included.
     timeout: float
     #: Parent directory of the cell's private work directory (turbo's queue
     #: folder and the children's result files live there).
     workdir: str
+
+
+def buffer_bound(setting: int | str, cell) -> int:
+    """Events the queue of ``cell`` may buffer.
+
+    Producers run flat out, so end-to-end latency is mostly the time the
+    buffered backlog takes to drain: with a fixed bound (say 10,000 events)
+    every latency is ``10,000 / throughput`` whatever the batch size, and
+    the batch-size trade-off disappears.  ``"auto"`` bounds the backlog at
+    two messages per consumer (at least 64 events each, so that unbatched
+    backends are not starved): enough to keep every consumer busy, small
+    enough that latency shows what batching itself costs.  The same rule
+    applies to every backend.
+    """
+    if setting == "auto":
+        return 2 * cell.consumers * max(cell.batch_size, 64)
+    return int(setting)
 
 
 # --------------------------------------------------------------------------
@@ -500,7 +518,7 @@ def run_cell(cell: Cell, run: CellRun, calibration: dict, repeat: int = 0) -> tu
         producers=cell.producers,
         consumers=cell.consumers,
         batch_size=cell.batch_size,
-        max_buffered_events=run.max_buffered_events,
+        max_buffered_events=buffer_bound(run.max_buffered_events, cell),
         event_bytes=cell.event_bytes,
         event_pickled_bytes=len(pickle.dumps(sample_event, protocol=pickle.HIGHEST_PROTOCOL)),
         workdir=workdir,

@@ -76,7 +76,9 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--repeat", type=int, metavar="N")
     g.add_argument("--warmup", type=float, metavar="SECONDS")
     g.add_argument("--duration", type=float, metavar="SECONDS", help="measure window")
-    g.add_argument("--max-buffered-events", type=int, metavar="N")
+    g.add_argument("--max-buffered-events", type=_buffer_arg, metavar="N|auto",
+                   help="queue bound in events shared by all backends, or 'auto': "
+                        "2 x consumers x max(batch size, 64) events per cell")
     g.add_argument("--cell-timeout", type=float, metavar="SECONDS")
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", help="result directory (default: results/<UTC>-<host>)")
@@ -281,3 +283,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def _buffer_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return value

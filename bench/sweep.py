@@ -68,6 +68,8 @@ DEFAULT_SWEEP = SWEEPS_DIR / "quick.toml"
 DEFAULT_TIMEOUT_MARGIN_S = 60.0
 DEFAULT_REPEAT = 3
 DEFAULT_MAX_BUFFERED = 10_000
+#: ``max_buffered_events = "auto"``: the bound follows the cell (see bench.cell.buffer_bound).
+AUTO_BUFFER = "auto"
 
 AXES = (
     "backends",
@@ -102,7 +104,7 @@ class SweepConfig:
     repeat: int = DEFAULT_REPEAT
     warmup: float = 1.0
     duration: float = 3.0
-    max_buffered_events: int = DEFAULT_MAX_BUFFERED
+    max_buffered_events: int | str = DEFAULT_MAX_BUFFERED
     cell_timeout: float | None = None
     name: str = "custom"
     description: str = ""
@@ -309,7 +311,8 @@ def build_config(
     if "duration" in data:
         cfg.duration = _number("duration", data["duration"], 0.0, strict=True)
     if "max_buffered_events" in data:
-        cfg.max_buffered_events = _int("max_buffered_events", data["max_buffered_events"])
+        value = data["max_buffered_events"]
+        cfg.max_buffered_events = value if value == AUTO_BUFFER else _int("max_buffered_events", value)
     if data.get("cell_timeout") is not None:
         cfg.cell_timeout = _number("cell_timeout", data["cell_timeout"], 0.0, strict=True)
         if cfg.cell_timeout <= cfg.warmup + cfg.duration:

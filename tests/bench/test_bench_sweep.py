@@ -332,3 +332,20 @@ def test_cli_backends_and_calibrate(capsys):
     cal = json.loads(capsys.readouterr().out)
     assert cal["iterations_per_us"] > 0 and "busy:5" in cal["measured_us"]
     assert cal["cpu_count_logical"] == os.cpu_count()
+
+
+def test_auto_buffer_bound_follows_the_cell():
+    from bench.cell import buffer_bound
+
+    cfg = build_config({"backends": ["turbo", "mpq"], "consumers": [1, 2], "batch_sizes": [10, 1000],
+                        "max_buffered_events": "auto"}, cores=2)
+    assert cfg.max_buffered_events == "auto"
+    bounds = {(c.backend, c.consumers, c.batch_size): buffer_bound(cfg.max_buffered_events, c)
+              for c in plan_cells(cfg)}
+    # Two messages per consumer, at least 64 events each, for every backend alike.
+    assert bounds[("turbo", 2, 1000)] == 4000
+    assert bounds[("turbo", 1, 10)] == 128
+    assert bounds[("mpq", 2, 1)] == 256
+    assert buffer_bound(5000, next(iter(plan_cells(cfg)))) == 5000
+    with pytest.raises(SweepConfigError, match="^max_buffered_events"):
+        build_config({"backends": ["mpq"], "max_buffered_events": "lots"}, cores=2)
