@@ -35,7 +35,7 @@ FIGSIZE = (8.0, 5.0)
 #: parameters, two points): not drawn at all.  From 3 counts it is drawn faint.
 MIN_DRAWN_POINTS = 3
 DPI = 100
-_COLORS = {"turbo": "C0", "mpq": "C3", "mpq-batch": "C1", "faster-fifo": "C2"}
+_COLORS = {"turbo": "C0", "turbo-many": "C4", "mpq": "C3", "mpq-batch": "C1", "faster-fifo": "C2"}
 
 
 #: Plot order: turbo, then what it is compared against, then the rest.

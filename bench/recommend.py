@@ -53,6 +53,7 @@ DEFAULT_WITHIN = 0.05
 
 BACKEND_NAMES = {
     "turbo": "turbo_queue",
+    "turbo-many": "turbo_queue (put_many)",
     "mpq": "multiprocessing.Queue",
     "mpq-batch": "batched multiprocessing.Queue",
     "faster-fifo": "faster-fifo",

@@ -15,10 +15,12 @@ from .fasterfifo import FasterFifoBackend
 from .mpq import MPQueueBackend
 from .mpq_batch import MPQueueBatchBackend
 from .turbo import TurboBackend
+from .turbo_many import TurboManyBackend
 
 #: name -> Backend class, in the order reports list them.
 BACKENDS: dict[str, type[Backend]] = {
     TurboBackend.name: TurboBackend,
+    TurboManyBackend.name: TurboManyBackend,
     MPQueueBackend.name: MPQueueBackend,
     MPQueueBatchBackend.name: MPQueueBatchBackend,
     FasterFifoBackend.name: FasterFifoBackend,

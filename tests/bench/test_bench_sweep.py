@@ -278,7 +278,7 @@ def test_resume_refuses_new_axes(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["sweep", "--backends", "nope"], "known backends: turbo, mpq, mpq-batch, faster-fifo"),
+        (["sweep", "--backends", "nope"], "known backends: turbo, turbo-many, mpq, mpq-batch, faster-fifo"),
         (["sweep", "--consumers", "0"], "consumers: must be positive"),
         (["sweep", "--repeat", "0"], "repeat: must be positive"),
         (["sweep", "--sweep", "/nonexistent/sweep.toml"], "cannot read sweep file"),
