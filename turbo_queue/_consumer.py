@@ -54,7 +54,7 @@ class Consumer:
         self._loads_many = getattr(ser, "loads_many", None)
         self._pid = os.getpid()
         self._owner = naming.make_owner()
-        self._waiter = FolderWaiter(self._dir)
+        self._waiter = FolderWaiter(self._dir, wake_on=(naming.READY, naming.CLOSED_MARKER))
         self._candidates: list[str] = []  # ready names from the last listing, oldest first
         self._held: str | None = None  # claimed file name of the batch handed out
         self._held_ready: str | None = None

@@ -61,7 +61,7 @@ class Producer:
         self._seq = 0
         self._last_seal_ns = 0
         self._lock = threading.Lock()
-        self._waiter = FolderWaiter(self._dir)
+        self._waiter = FolderWaiter(self._dir, wake_on=(naming.CLAIMED,))
         # The batch being filled: finished records plus the current run of single puts.
         self._records: list[tuple[int, bytes | None, bytes]] = []
         self._run: list[bytes] = []

@@ -139,14 +139,22 @@ class Queue:
         consumers have ended, and it then waits in the folder (``stats()``
         shows it) until the queue is reopened and drained.
         """
-        marker = os.path.join(str(self._path), naming.CLOSED_MARKER)
-        fd = os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600)
+        folder = str(self._path)
+        # Written aside, then renamed into place: waiting consumers watch for
+        # renames only (see _wait.py), and a rename wakes them at once.
+        tmp = os.path.join(folder, f".closing-{os.getpid()}-{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, str(time.time_ns()).encode())
             if self.durable:
                 os.fsync(fd)
         finally:
             os.close(fd)
+        try:
+            os.rename(tmp, os.path.join(folder, naming.CLOSED_MARKER))
+        except OSError:
+            os.unlink(tmp)
+            raise
         # Only once the marker exists: a close that failed (read-only or
         # vanished folder) must not leave this object refusing puts alone.
         self._closed_here = True

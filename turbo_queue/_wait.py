@@ -2,7 +2,13 @@
 
 Idle consumers (no ready batch) and blocked producers (``max_ready`` batches
 waiting) sleep here.  On Linux an inotify watch on the queue folder wakes
-them as soon as a file is renamed into or out of the folder; elsewhere, or
+them as soon as a file is renamed into the folder, and only for the names
+that matter to them: a consumer for a new ready batch (``r_*``) or the
+``CLOSED`` marker, a producer for a claim (``c_*``: one batch fewer waits).
+Every state change of the protocol is a rename, so the watch asks the kernel
+for renames only (``IN_MOVED_TO``); with many consumers on small batches,
+waking on every write, create and delete costs a context switch each, for
+nothing.  Elsewhere, or
 when inotify is unavailable (out of watches, a file system that does not
 report events, as on some network mounts), they sleep with an adaptive
 back-off that starts at 1 ms and doubles to 50 ms.  Even with inotify the
@@ -16,6 +22,7 @@ import ctypes
 import ctypes.util
 import os
 import select
+import struct
 import sys
 import time
 
@@ -23,8 +30,10 @@ __all__ = ["FolderWaiter"]
 
 _IN_CLOEXEC = 0o2000000
 _IN_NONBLOCK = 0o4000
-_IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
-_IN_CLOSE_WRITE = 0x8
+_IN_MOVED_TO = 0x80
+_IN_Q_OVERFLOW, _IN_IGNORED = 0x4000, 0x8000
+#: struct inotify_event: wd, mask, cookie, len, then ``len`` bytes of name.
+_EVENT = struct.Struct("iIII")
 
 _libc = None
 
@@ -58,8 +67,10 @@ class FolderWaiter:
     #: Longest sleep even when inotify is watching (see module docstring).
     INOTIFY_CAP = 0.25
 
-    def __init__(self, path: str, use_inotify: bool = True) -> None:
+    def __init__(self, path: str, wake_on: tuple[str, ...] | None = None, use_inotify: bool = True) -> None:
         self.path = path
+        #: Name prefixes whose arrival ends a wait (None: any rename).
+        self._wake_on = tuple(p.encode() for p in wake_on) if wake_on else None
         self._use_inotify = use_inotify
         self._fd = -1
         self._pid = -1
@@ -73,8 +84,7 @@ class FolderWaiter:
             if lib:
                 fd = lib.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
                 if fd >= 0:
-                    mask = _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE | _IN_CLOSE_WRITE
-                    if lib.inotify_add_watch(fd, os.fsencode(self.path), mask) >= 0:
+                    if lib.inotify_add_watch(fd, os.fsencode(self.path), _IN_MOVED_TO) >= 0:
                         self._fd = fd
                     else:
                         os.close(fd)
@@ -94,22 +104,46 @@ class FolderWaiter:
             self._backoff = min(self._backoff * 2, self.MAX_SLEEP)
         if deadline is not None:
             step = min(step, max(0.0, deadline - time.monotonic()))
-        if fd >= 0:
-            ready, _, _ = select.select([fd], [], [], step)
-            if ready:
-                self._drain(fd)
-        elif step > 0:
-            time.sleep(step)
+        if fd < 0:
+            if step > 0:
+                time.sleep(step)
+            return
+        end = time.monotonic() + step
+        while True:
+            ready, _, _ = select.select([fd], [], [], max(0.0, end - time.monotonic()))
+            # Renames of names this waiter does not care about (another
+            # consumer's claim, for a consumer) are read and dropped here
+            # without listing the folder.
+            if not ready or self._drain(fd) or time.monotonic() >= end:
+                return
 
-    @staticmethod
-    def _drain(fd: int) -> None:
+    def _drain(self, fd: int) -> bool:
+        """Read the pending events; True if one of them matters to this waiter."""
+        relevant = False
         try:
-            while os.read(fd, 65536):
-                pass
-        except BlockingIOError:
+            while True:
+                buf = os.read(fd, 65536)
+                if not buf:
+                    break
+                relevant = relevant or self._matters(buf)
+        except OSError:  # BlockingIOError: all read
             pass
-        except OSError:
-            pass
+        return relevant
+
+    def _matters(self, buf: bytes) -> bool:
+        if self._wake_on is None:
+            return True
+        offset = 0
+        while offset + _EVENT.size <= len(buf):
+            _wd, mask, _cookie, length = _EVENT.unpack_from(buf, offset)
+            start = offset + _EVENT.size
+            name = buf[start:start + length].rstrip(b"\0")
+            offset = start + length
+            # A lost event (queue overflow) or a vanished folder (the watch
+            # is dropped): wake, let the caller look for itself.
+            if mask & (_IN_Q_OVERFLOW | _IN_IGNORED) or name.startswith(self._wake_on):
+                return True
+        return False
 
     def close(self) -> None:
         if self._fd >= 0 and self._pid == os.getpid():
