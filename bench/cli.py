@@ -26,6 +26,8 @@ import json
 import sys
 from pathlib import Path
 
+from .schema import SWEEP_AXES, SWEEP_SCALARS
+
 #: Subcommands implemented by other modules, each exposing main(argv) -> int.
 #: They are imported only when used, so a missing or broken one never stops
 #: the sweep from running.
@@ -96,21 +98,8 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-_OVERRIDES = (
-    "backends",
-    "start_methods",
-    "producers",
-    "consumers",
-    "batch_sizes",
-    "work_us",
-    "workloads",
-    "event_bytes",
-    "repeat",
-    "warmup",
-    "duration",
-    "max_buffered_events",
-    "cell_timeout",
-)
+#: Every axis and scalar setting of a sweep file can be overridden by a flag.
+_OVERRIDES = SWEEP_AXES + SWEEP_SCALARS
 
 
 def build_parser() -> argparse.ArgumentParser:

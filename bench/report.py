@@ -58,6 +58,7 @@ from bench.recommend import (
     is_batched,
     recommend,
 )
+from bench.schema import SWEEP_AXES, SWEEP_SCALARS
 from bench.usl import KAPPA_ZERO, MIN_POINTS
 
 fmt = plots.fmt_float
@@ -174,21 +175,7 @@ class Report:
 
 #: meta["sweep"] keys that ``python -m bench sweep`` takes as flags (the grid
 #: axes and the scalar settings), in the order the command prints them.
-SWEEP_FLAGS = (
-    "backends",
-    "start_methods",
-    "producers",
-    "consumers",
-    "batch_sizes",
-    "work_us",
-    "workloads",
-    "event_bytes",
-    "repeat",
-    "warmup",
-    "duration",
-    "max_buffered_events",
-    "cell_timeout",
-)
+SWEEP_FLAGS = SWEEP_AXES + SWEEP_SCALARS
 
 
 def reproduce_command(meta: dict) -> tuple[str, bool]:

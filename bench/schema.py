@@ -91,3 +91,18 @@ META_KEYS = {
     "finished_utc": "str or null",
     "pyperf": "dict: pyperf's collected metadata",
 }
+
+#: Keys of meta.json's "sweep" that are grid axes, and the scalar settings;
+#: each is also a ``python -m bench sweep`` flag (``--batch-sizes`` for
+#: ``batch_sizes``), so a report can spell out the command that reproduces it.
+SWEEP_AXES = (
+    "backends",
+    "start_methods",
+    "producers",
+    "consumers",
+    "batch_sizes",
+    "work_us",
+    "workloads",
+    "event_bytes",
+)
+SWEEP_SCALARS = ("repeat", "warmup", "duration", "max_buffered_events", "cell_timeout")

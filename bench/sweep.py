@@ -53,6 +53,7 @@ import psutil
 from . import results as res
 from .backends import BACKENDS, UnknownBackend, get_backend
 from .cell import Cell, CellRun, leaked_children, run_cell
+from .schema import SWEEP_AXES, SWEEP_SCALARS
 from .work import WORKLOADS, calibrate
 
 try:
@@ -71,17 +72,8 @@ DEFAULT_MAX_BUFFERED = 10_000
 #: ``max_buffered_events = "auto"``: the bound follows the cell (see bench.cell.buffer_bound).
 AUTO_BUFFER = "auto"
 
-AXES = (
-    "backends",
-    "start_methods",
-    "producers",
-    "consumers",
-    "batch_sizes",
-    "work_us",
-    "workloads",
-    "event_bytes",
-)
-SCALARS = ("repeat", "warmup", "duration", "max_buffered_events", "cell_timeout")
+AXES = SWEEP_AXES
+SCALARS = SWEEP_SCALARS
 OTHER_KEYS = ("name", "description", "producers_max", "consumers_max")
 
 
