@@ -45,7 +45,7 @@ def ensure_env() -> None:
         sys.exit("dev.py: could not upgrade pip")
     # faster-fifo is an optional peer backend: the bench skips it with a
     # warning where it cannot be installed, so a failure here is not fatal.
-    if _run([*pip, "-e", ".[bench,test,notebooks,lint,fifo]"]) != 0:
+    if _run([*pip, "-e", ".[bench,test,notebooks,lint,fifo,kafka]"]) != 0:
         print("dev.py: installing without the optional faster-fifo backend", flush=True)
         if _run([*pip, "-e", ".[bench,test,notebooks,lint]"]) != 0:
             sys.exit("dev.py: installing the project failed")

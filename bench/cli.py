@@ -35,6 +35,7 @@ DELEGATED = {
     "report": ("bench.report", "plots and tables from a result directory"),
     "compare": ("bench.compare", "compare two result directories"),
     "chaos": ("bench.chaos", "crash-safety experiments"),
+    "kafka": ("bench.kafka_scenario", "the Kafka pipeline scenario (also: sweep --scenario kafka)"),
 }
 
 
@@ -113,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="quick sweep, then the report")
     _add_sweep_options(p)
     p = sub.add_parser("sweep", help="run a sweep and write results")
+    p.add_argument("--scenario", choices=SCENARIOS, default="queue",
+                   help="queue: producers -> queue -> consumers (default); kafka: the Kafka pipeline "
+                        "(see python -m bench.kafka_scenario --help for its options)")
     _add_sweep_options(p)
     p = sub.add_parser("calibrate", help="print the busy-loop calibration")
     p.add_argument("--work-us", type=_csv(float, "--work-us"), default=[0.0, 10.0, 50.0, 200.0])
@@ -235,6 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATED:
         return delegate(argv[0], argv[1:])
+    if argv and argv[0] == "sweep":
+        scenario, argv = _pop_scenario(argv)
+        if scenario == "kafka":
+            # The Kafka pipeline (topic -> sources -> queue -> workers -> sink
+            # -> topic) has its own options (--bootstrap-servers, --events...);
+            # bench.kafka_scenario parses them.
+            return delegate("kafka", argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     from .backends import UnknownBackend
@@ -284,3 +295,28 @@ def _buffer_arg(text: str) -> int | str:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
     return value
+
+
+SCENARIOS = ("queue", "kafka")
+
+
+def _pop_scenario(argv: list[str]) -> tuple[str, list[str]]:
+    """Take ``--scenario NAME`` (or ``--scenario=NAME``) out of a sweep command line."""
+    out, scenario, i = [], "queue", 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--scenario" or arg.startswith("--scenario="):
+            if "=" in arg:
+                scenario = arg.split("=", 1)[1]
+            elif i + 1 < len(argv):
+                scenario = argv[i + 1]
+                i += 1
+            else:
+                raise SystemExit("bench sweep: --scenario needs a value: " + ", ".join(SCENARIOS))
+            if scenario not in SCENARIOS:
+                raise SystemExit(f"bench sweep: unknown scenario {scenario!r}; known scenarios: "
+                                 + ", ".join(SCENARIOS))
+        else:
+            out.append(arg)
+        i += 1
+    return scenario, out

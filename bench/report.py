@@ -256,6 +256,11 @@ def build_report(
         + (" (with uncommitted changes)" if meta.get("git_dirty") else "")
         + "."
     )
+    kafka = meta.get("kafka")
+    if isinstance(kafka, dict):
+        # The Kafka pipeline scenario (bench.kafka_scenario): say which cluster
+        # carried it, because the mock cluster's figures are not a broker's.
+        doc.p(f"**Kafka pipeline scenario, {kafka.get('cluster', 'unknown')} cluster**: {kafka.get('note', '')}")
     _recommendation_section(doc, recs, efficiency_threshold, latency_budget_ms, noise_threshold)
     _warnings_section(doc, rs, cells, fails, scns, recs, fits_by_scn)
     _machine_section(doc, rs, cores)

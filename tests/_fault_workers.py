@@ -17,6 +17,8 @@ import sys
 import time
 import types
 
+from _workers import wait_for
+
 import turbo_queue
 from turbo_queue import _naming
 
@@ -25,17 +27,6 @@ NOBODY = 65534
 
 # -- helpers ---------------------------------------------------------------------
 
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; AssertionError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.005)
 
 
 def write_result(path, obj) -> None:

@@ -349,3 +349,34 @@ def test_auto_buffer_bound_follows_the_cell():
     assert buffer_bound(5000, next(iter(plan_cells(cfg)))) == 5000
     with pytest.raises(SweepConfigError, match="^max_buffered_events"):
         build_config({"backends": ["mpq"], "max_buffered_events": "lots"}, cores=2)
+
+
+def test_sweep_scenario_flag_routes_kafka_and_refuses_unknown(monkeypatch):
+    from bench import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "delegate", lambda command, argv: seen.setdefault(command, argv) and 0)
+    assert cli.main(["sweep", "--scenario", "kafka", "--consumers", "2", "--events", "100"]) == 0
+    assert seen["kafka"] == ["--consumers", "2", "--events", "100"]
+    assert cli._pop_scenario(["sweep", "--scenario=queue", "--repeat", "1"]) == ("queue", ["sweep", "--repeat", "1"])
+    with pytest.raises(SystemExit, match="known scenarios: queue, kafka"):
+        cli.main(["sweep", "--scenario", "redis"])
+
+
+def test_read_runs_accepts_a_scenario_s_trailing_columns(tmp_path):
+    header = [*COLUMNS, "scenario", "consumer_lag"]
+    row = {k: "" for k in header}
+    row.update(cell_id="kafka-turbo", repeat="0", scenario="kafka")
+    with open(tmp_path / "runs.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header)
+        w.writeheader()
+        w.writerow(row)
+    rows = read_runs(tmp_path)
+    assert rows[0]["scenario"] == "kafka"
+    # A file whose columns are not the schema's (prefix either way) is refused.
+    with open(tmp_path / "runs.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["repeat", "cell_id"])
+        w.writeheader()
+        w.writerow({"repeat": "0", "cell_id": "x"})
+    with pytest.raises(ValueError, match="columns do not match"):
+        read_runs(tmp_path)
