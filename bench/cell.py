@@ -46,7 +46,7 @@ import time
 import traceback
 from array import array
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
@@ -502,7 +502,7 @@ def run_cell(cell: Cell, run: CellRun, calibration: dict, repeat: int = 0) -> tu
     ``timeout`` and ``error`` says why.  Raises only for a harness bug or
     KeyboardInterrupt, after reaping the cell's processes either way.
     """
-    started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started_utc = datetime.now(UTC).isoformat(timespec="seconds")
     row = empty_row(cell, repeat, started_utc, run)
     backend_cls = get_backend(cell.backend)
     ok, reason = backend_cls.available()

@@ -77,7 +77,7 @@ import time
 import traceback
 import uuid
 from array import array
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -613,7 +613,7 @@ def run_kafka_cell(
     row = _empty_row(
         cell_id=cid, repeat=repeat, backend=backend, start_method=start_method, producers=sources,
         consumers=consumers, batch_size=batch_size, work_us=work_us, workload=workload,
-        event_bytes=event_bytes, started_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        event_bytes=event_bytes, started_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         kafka_cluster="real" if bootstrap_servers else "mock", events_preloaded=events,
     )
     ok, reason = _kafka_available()

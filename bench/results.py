@@ -34,7 +34,7 @@ import platform
 import socket
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +51,11 @@ _PACKAGES = ("turbo-queue-ng", "pyperf", "psutil", "faster-fifo", "numpy")
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def default_out_dir(base: str | os.PathLike = "results") -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     host = socket.gethostname().split(".")[0] or "host"
     return Path(base) / f"{stamp}-{host}"
 

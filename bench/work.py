@@ -39,7 +39,7 @@ import json
 import re
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .events import EventFactory
 

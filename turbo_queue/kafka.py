@@ -40,8 +40,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 
 try:
     import confluent_kafka

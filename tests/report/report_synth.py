@@ -22,7 +22,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +119,7 @@ def write_result_set(
     """
     if backends is None:
         backends = [linear_turbo(), saturating_mpq(), batched_mpq()]
-    started = started or datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    started = started or datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     name = name or f"{started:%Y%m%dT%H%M%SZ}-{host}"
     out = Path(root) / name
     out.mkdir(parents=True, exist_ok=True)
