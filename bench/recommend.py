@@ -380,7 +380,7 @@ def recommend(
             f"the {latency_budget_ms:g} ms p99 budget rules out batch size(s) "
             f"{', '.join(_fmt_n(_plain(b)) for b in ruled_out['batch_size'])}; the fastest of them "
             f"(batch {_fmt_n(_plain(fastest['batch_size']))}, p99 {fastest['latency_p99_ms']:.1f} ms) "
-            f"would move {gain:+.0%} more events/s"
+            f"would move {gain:.1%} more events/s"
         )
 
     # Noise on the cells the answer rests on: the chosen cell, the best cell it
