@@ -474,10 +474,82 @@ def _delivery_check(results: dict, produced: dict[int, int]) -> tuple[int, int, 
     return lost, duplicated, unexpected
 
 
-def _percentile_ms(values_ns, q: float) -> float:
+def sample_delta(before: dict, after: dict, prefixes: str | tuple[str, ...], field: str) -> float:
+    """``field`` (user, system, vol, invol, written) summed over the processes
+    whose sample key starts with ``prefixes``, between two samples; a process
+    that was gone at either sample counts for nothing."""
+    total = 0.0
+    for key, b in before["procs"].items():
+        a = after["procs"].get(key)
+        if key.startswith(prefixes) and a is not None and b is not None and a[field] is not None:
+            total += a[field] - b[field]
+    return total
+
+
+def window_figures(before: dict, after: dict, window_s: float, events: int, eps: list[float], *,
+                   producers: tuple[str, ...], consumers: tuple[str, ...], others: tuple[str, ...] = (),
+                   work_per_event: float, useful_us: float, latency_ms, peak_rss_bytes: float) -> dict:
+    """The runs.csv figures every scenario computes alike from two samples (see :func:`_sample`).
+
+    ``producers``/``consumers``/``others`` are the sample key prefixes of the
+    processes in each role: producers' and consumers' CPU get their own
+    columns, every listed role counts in the overhead, the context switches
+    and the bytes written.  ``latency_ms`` is a numpy array of sampled
+    latencies inside the window.  One function, so that the queue sweep and
+    the Kafka scenario can never account differently.
+    """
     import numpy as np
 
-    return float(np.percentile(values_ns, q)) / 1e6
+    cores = _core_busy_pct(before["per_cpu"], after["per_cpu"])
+    cpu_count = len(cores)
+    roles = producers + consumers + others
+
+    def delta(prefixes: tuple[str, ...], field: str) -> float:
+        return sample_delta(before, after, prefixes, field)
+
+    prod_user, prod_sys = delta(producers, "user"), delta(producers, "system")
+    cons_user, cons_sys = delta(consumers, "user"), delta(consumers, "system")
+    other_cpu = delta(others, "user") + delta(others, "system") if others else 0.0
+    vol, invol = delta(roles, "vol"), delta(roles, "invol")
+    written_known = all(
+        s is not None and s["written"] is not None
+        for sample in (before, after)
+        for key, s in sample["procs"].items()
+        if key.startswith(roles)
+    )
+    sq = sum(x * x for x in eps)
+    cpu_us = (prod_user + prod_sys + cons_user + cons_sys + other_cpu) * 1e6
+    lat = np.asarray(latency_ms, dtype=np.float64)
+    return {
+        "window_s": window_s,
+        "events": events,
+        "events_per_s": events / window_s if window_s > 0 else 0.0,
+        "consumer_eps_min": min(eps),
+        "consumer_eps_max": max(eps),
+        # Jain's index: 1 when every consumer moved the same number of events.
+        "fairness": (sum(eps) ** 2) / (len(eps) * sq) if sq > 0 else 0.0,
+        "cpu_count": cpu_count,
+        "cpu_busy_pct": sum(cores) / cpu_count if cpu_count else 0.0,
+        "cpu_busy_pct_max_core": max(cores) if cores else 0.0,
+        "cpu_busy_per_core": json.dumps([round(c, 1) for c in cores]),
+        "producer_user_s": prod_user,
+        "producer_sys_s": prod_sys,
+        "consumer_user_s": cons_user,
+        "consumer_sys_s": cons_sys,
+        "work_cpu_us_per_event": work_per_event,
+        "overhead_us_per_event": (cpu_us / events - work_per_event) if events else "",
+        "useful_work_fraction": (events * useful_us / (cpu_count * window_s * 1e6)
+                                 if window_s > 0 and cpu_count else 0.0),
+        "ctx_voluntary_per_event": vol / events if events else "",
+        "ctx_involuntary_per_event": invol / events if events else "",
+        "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else "",
+        "latency_p90_ms": float(np.percentile(lat, 90)) if lat.size else "",
+        "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else "",
+        "latency_max_ms": float(lat.max()) if lat.size else "",
+        "latency_samples": int(lat.size),
+        "peak_rss_mb": peak_rss_bytes / 2**20,
+        "disk_bytes_written": int(delta(roles, "written")) if written_known else -1,
+    }
 
 
 def empty_row(cell: Cell, repeat: int, started_utc: str, run: CellRun) -> dict:
@@ -712,72 +784,21 @@ def _measurements(cell, results, before, after, window_s, cost) -> dict:
     events = sum(r["window_events"] for r in consumers.values())
 
     eps = [consumers[i]["window_events"] / window_s for i in sorted(consumers)]
-    sq = sum(x * x for x in eps)
-    fairness = (sum(eps) ** 2) / (len(eps) * sq) if sq > 0 else 0.0
-
-    cores = _core_busy_pct(before["per_cpu"], after["per_cpu"])
-
-    def delta(role: str, field: str) -> float:
-        total = 0.0
-        for key, b in before["procs"].items():
-            a = after["procs"].get(key)
-            if key.startswith(role) and a is not None and b is not None:
-                total += a[field] - b[field]
-        return total
-
-    prod_user, prod_sys = delta("producer", "user"), delta("producer", "system")
-    cons_user, cons_sys = delta("consumer", "user"), delta("consumer", "system")
-    vol = delta("producer", "vol") + delta("consumer", "vol")
-    invol = delta("producer", "invol") + delta("consumer", "invol")
-    written_known = all(
-        s is not None and s["written"] is not None
-        for sample in (before, after)
-        for s in sample["procs"].values()
-    )
-    written = (
-        int(delta("producer", "written") + delta("consumer", "written")) if written_known else -1
-    )
-
-    lat = np.concatenate(
+    lat_ns = np.concatenate(
         [np.frombuffer(r["latency_ns"], dtype=np.int64) for r in consumers.values()]
     )
-    cpu_count = len(cores)
     work_per_event = cost if cost is not None else float(cell.work_us)
-    # The issue defines useful work as events x W; for the named workloads W
-    # is their calibrated cost per event.
-    useful_us = cell.work_us if cell.workload == "busy" else work_per_event
-    cpu_us = (prod_user + prod_sys + cons_user + cons_sys) * 1e6
-    row = {
-        "window_s": window_s,
-        "events": events,
-        "events_total": events_total,
-        "events_per_s": events / window_s,
-        "consumer_eps_min": min(eps),
-        "consumer_eps_max": max(eps),
-        "fairness": fairness,
-        "cpu_count": cpu_count,
-        "cpu_busy_pct": sum(cores) / cpu_count if cpu_count else 0.0,
-        "cpu_busy_pct_max_core": max(cores) if cores else 0.0,
-        "cpu_busy_per_core": json.dumps([round(c, 1) for c in cores]),
-        "producer_user_s": prod_user,
-        "producer_sys_s": prod_sys,
-        "consumer_user_s": cons_user,
-        "consumer_sys_s": cons_sys,
-        "work_cpu_us_per_event": work_per_event,
-        "overhead_us_per_event": (cpu_us / events - work_per_event) if events else "",
-        "useful_work_fraction": events * useful_us / (cpu_count * window_s * 1e6),
-        "ctx_voluntary_per_event": vol / events if events else "",
-        "ctx_involuntary_per_event": invol / events if events else "",
-        "latency_p50_ms": _percentile_ms(lat, 50) if lat.size else "",
-        "latency_p90_ms": _percentile_ms(lat, 90) if lat.size else "",
-        "latency_p99_ms": _percentile_ms(lat, 99) if lat.size else "",
-        "latency_max_ms": float(lat.max()) / 1e6 if lat.size else "",
-        "latency_samples": int(lat.size),
-        "peak_rss_mb": max(r["max_rss_bytes"] for r in results.values()) / 2**20,
-        "disk_bytes_written": written,
-        "lost": lost,
-        "duplicated": duplicated,
-    }
+    row = window_figures(
+        before, after, window_s, events, eps,
+        producers=("producer",), consumers=("consumer",),
+        work_per_event=work_per_event,
+        # The issue defines useful work as events x W; for the named
+        # workloads W is their calibrated cost per event.
+        useful_us=cell.work_us if cell.workload == "busy" else work_per_event,
+        latency_ms=lat_ns / 1e6,
+        peak_rss_bytes=max(r["max_rss_bytes"] for r in results.values()),
+    )
+    row.update(events_total=events_total, lost=lost, duplicated=duplicated)
     problems = []
     if lost or duplicated or unexpected:
         problems.append(

@@ -81,7 +81,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .cell import _core_busy_pct
+from .cell import sample_delta, window_figures
 from .events import EventFactory, clock_ns
 from .schema import COLUMNS, SCHEMA_VERSION
 
@@ -875,29 +875,7 @@ def _measure(row, spec, results, before, after, counts_before, counts_after, d_b
 
     window_s = (t_after - t_before) / 1e9
     events = d_after - d_before
-    cores = _core_busy_pct(before["per_cpu"], after["per_cpu"])
-    cpu_count = len(cores)
-
-    def delta(prefix: str, field: str) -> float:
-        out = 0.0
-        for key, b in before["procs"].items():
-            a = after["procs"].get(key)
-            if key.startswith(prefix) and a is not None and b is not None and a[field] is not None:
-                out += a[field] - b[field]
-        return out
-
-    stages = ("source", "worker", "sink")
-    src_user, src_sys = delta("source", "user"), delta("source", "system")
-    wrk_user, wrk_sys = delta("worker", "user"), delta("worker", "system")
-    snk_user, snk_sys = delta("sink", "user"), delta("sink", "system")
-    vol = sum(delta(s, "vol") for s in stages)
-    invol = sum(delta(s, "invol") for s in stages)
-    written_known = all(s is not None and s["written"] is not None
-                        for sample in (before, after) for k, s in sample["procs"].items() if k != "broker")
-    written = int(sum(delta(s, "written") for s in stages)) if written_known else -1
     eps = [(a - b) / window_s for a, b in zip(counts_after, counts_before)] if window_s > 0 else [0.0]
-    sq = sum(x * x for x in eps)
-    fairness = (sum(eps) ** 2) / (len(eps) * sq) if sq > 0 else 0.0
 
     sink = results[("sink", 0)]
     at = np.frombuffer(sink["at_ns"], dtype=np.int64)
@@ -909,52 +887,37 @@ def _measure(row, spec, results, before, after, counts_before, counts_after, d_b
 
     cost = work_cost_us(spec["workload"], spec["work_us"], spec["event_bytes"], spec["calibration"])
     work_per_event = cost if cost is not None else float(spec["work_us"])
-    useful_us = spec["work_us"] if spec["workload"] == "busy" else work_per_event
-    cpu_us = (src_user + src_sys + wrk_user + wrk_sys + snk_user + snk_sys) * 1e6
-    rss = max([peak_rss] + [r.get("max_rss_bytes", 0) for r in results.values() if r])
-    out = {
+
+    def cpu(prefix: str, field: str) -> float:
+        return sample_delta(before, after, prefix, field)
+
+    # Sources are the producers and workers the consumers of the schema; the
+    # sink counts in the overhead too, the broker (not ours) in none of it.
+    out = window_figures(
+        before, after, window_s, events, eps,
+        producers=("source",), consumers=("worker",), others=("sink",),
+        work_per_event=work_per_event,
+        useful_us=spec["work_us"] if spec["workload"] == "busy" else work_per_event,
+        latency_ms=k_lat,
+        peak_rss_bytes=max([peak_rss] + [r.get("max_rss_bytes", 0) for r in results.values() if r]),
+    )
+    out.update({
         "warmup_s": (t_before - t_go) / 1e9,
-        "window_s": window_s,
-        "events": events,
         "events_total": unique,
-        "events_per_s": events / window_s if window_s > 0 else 0.0,
-        "consumer_eps_min": min(eps),
-        "consumer_eps_max": max(eps),
-        "fairness": fairness,
-        "cpu_count": cpu_count,
-        "cpu_busy_pct": sum(cores) / cpu_count if cpu_count else 0.0,
-        "cpu_busy_pct_max_core": max(cores) if cores else 0.0,
-        "cpu_busy_per_core": json.dumps([round(c, 1) for c in cores]),
-        "producer_user_s": src_user,
-        "producer_sys_s": src_sys,
-        "consumer_user_s": wrk_user,
-        "consumer_sys_s": wrk_sys,
-        "work_cpu_us_per_event": work_per_event,
-        "overhead_us_per_event": (cpu_us / events - work_per_event) if events else "",
-        "useful_work_fraction": events * useful_us / (cpu_count * window_s * 1e6) if window_s > 0 else 0.0,
-        "ctx_voluntary_per_event": vol / events if events else "",
-        "ctx_involuntary_per_event": invol / events if events else "",
-        "latency_p50_ms": float(np.percentile(k_lat, 50)) if k_lat.size else "",
-        "latency_p90_ms": float(np.percentile(k_lat, 90)) if k_lat.size else "",
-        "latency_p99_ms": float(np.percentile(k_lat, 99)) if k_lat.size else "",
-        "latency_max_ms": float(k_lat.max()) if k_lat.size else "",
-        "latency_samples": int(k_lat.size),
-        "peak_rss_mb": rss / 2**20,
-        "disk_bytes_written": written,
         "lost": lost,
         "duplicated": duplicated,
         "partitions": n_partitions,
         "output_messages": total,
         "consumer_lag": "" if lag is None else lag,
-        "sink_user_s": snk_user,
-        "sink_sys_s": snk_sys,
-        "broker_user_s": delta("broker", "user") if "broker" in before["procs"] else "",
-        "broker_sys_s": delta("broker", "system") if "broker" in before["procs"] else "",
+        "sink_user_s": cpu("sink", "user"),
+        "sink_sys_s": cpu("sink", "system"),
+        "broker_user_s": cpu("broker", "user") if "broker" in before["procs"] else "",
+        "broker_sys_s": cpu("broker", "system") if "broker" in before["procs"] else "",
         "pipeline_latency_p50_ms": float(np.percentile(p_lat, 50)) if p_lat.size else "",
         "pipeline_latency_p99_ms": float(np.percentile(p_lat, 99)) if p_lat.size else "",
         "source_pauses": sum(r.get("stats", {}).get("pauses", 0) for (role, _), r in results.items()
                              if role == "source"),
-    }
+    })
     if lost:
         failure = _Failed("failed", f"delivery check failed: {lost} of {spec['events']} input keys never "
                                     f"reached the output topic ({total} messages there)")
