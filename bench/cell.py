@@ -389,7 +389,7 @@ def leaked_children() -> list[psutil.Process]:
     return out
 
 
-def _reap(processes: list, grace: float = 2.0) -> None:
+def reap_processes(processes: list, grace: float = 2.0) -> None:
     """Terminate, then kill, every process of the cell and its descendants.
 
     Direct children are reaped with ``Process.join`` (multiprocessing's own
@@ -609,7 +609,7 @@ def run_cell(cell: Cell, run: CellRun, calibration: dict, repeat: int = 0) -> tu
         row.update(getattr(failure, "row", {}))
         row.update(status=failure.status, error=failure.error)
     finally:
-        _reap(processes)
+        reap_processes(processes)
         try:
             backend.close()
         finally:

@@ -81,7 +81,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .cell import sample_delta, window_figures
+from .cell import reap_processes, sample_delta, window_figures
 from .events import EventFactory, clock_ns
 from .schema import COLUMNS, SCHEMA_VERSION
 
@@ -654,28 +654,13 @@ def run_kafka_cell(
     except Exception as exc:
         row.update(status="failed", error=f"harness error: {exc!r}")
     finally:
-        _reap(processes)
+        reap_processes(processes)
         stop = helpers.get("broker_stop")
         if stop is not None:
             stop.set()
-        _reap([p for p in (helpers.get("broker"),) if p is not None], grace=5.0)
+        reap_processes([p for p in (helpers.get("broker"),) if p is not None], grace=5.0)
         shutil.rmtree(work, ignore_errors=True)
     return row
-
-
-def _reap(processes: list, grace: float = 2.0) -> None:
-    alive = [p for p in processes if p.is_alive()]
-    for p in alive:
-        p.terminate()
-    deadline = time.monotonic() + grace
-    for p in alive:
-        p.join(max(0.0, deadline - time.monotonic()))
-    for p in alive:
-        if p.is_alive():
-            p.kill()
-            p.join(grace)
-    for p in processes:
-        p.join(0)
 
 
 def _read_result(path: str) -> dict | None:

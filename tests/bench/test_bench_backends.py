@@ -22,7 +22,7 @@ from collections import Counter
 import pytest
 
 from bench.backends import BACKENDS, BackendSettings, UnknownBackend, get_backend
-from bench.cell import _reap, leaked_children
+from bench.cell import leaked_children, reap_processes
 from bench.events import EventFactory
 
 ALL = list(BACKENDS)
@@ -97,7 +97,7 @@ def _drive(name, tmp_path, *, start_method, producers, consumers, per_producer, 
             with open(path, "rb") as f:
                 received.append(pickle.load(f))
     finally:
-        _reap(procs)
+        reap_processes(procs)
         backend.close()
         backend.close()  # idempotent by contract
     assert leaked_children() == []
@@ -200,7 +200,7 @@ def test_end_of_stream_never_hangs_the_parent(name, tmp_path):
             pass
         assert time.monotonic() - t0 < 5
     finally:
-        _reap([prod])
+        reap_processes([prod])
         backend.close()
     assert leaked_children() == []
 
