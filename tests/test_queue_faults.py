@@ -545,3 +545,32 @@ def test_folder_owned_by_another_user_is_refused_with_pickle(tmp_path):
             warnings.simplefilter("always")
             turbo_queue.Queue(folder, **kwargs)
         assert any("another user" in str(w.message) for w in caught), kwargs
+
+
+def test_failed_seal_rename_leaves_no_loading_copy_and_retries_exactly_once(tmp_path, monkeypatch):
+    # If the rename that seals a batch fails, the items stay buffered for a
+    # retry; a loading copy left behind would be sealed again by recovery once
+    # the producer is gone, delivering the batch twice.
+    q = turbo_queue.Queue(tmp_path / "q", batch_size=10, max_batch_age=None)
+    real_rename = os.rename
+    failures = []
+
+    def flaky_rename(src, dst, *args, **kwargs):
+        if os.path.basename(str(dst)).startswith("r_") and not failures:
+            failures.append(dst)
+            raise OSError(errno.EIO, "injected I/O error")
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", flaky_rename)
+    p = q.producer()
+    p.put_many(list(range(5)))
+    with pytest.raises(OSError, match="cannot seal batch") as info:
+        p.flush()
+    assert info.value.filename and os.path.basename(info.value.filename).startswith("r_")
+    assert [n for n in os.listdir(q.path) if n.startswith("l_")] == []
+    assert p.pending == 5
+    p.flush()  # the retry seals the same items once
+    p.close()
+    monkeypatch.setattr(os, "rename", real_rename)
+    q.recover()
+    assert drain(q) == list(range(5))

@@ -271,7 +271,18 @@ class Producer:
             self._seq -= 1
             raise type(exc)(exc.errno, f"cannot write batch: {exc.strerror}", loading) from exc
         # The atomic step: from here the batch exists for consumers, whole.
-        os.rename(loading, ready)
+        try:
+            os.rename(loading, ready)
+        except OSError as exc:
+            # The items stay buffered for a retry, so the loading copy must
+            # go: left behind, recovery would seal it once this process is
+            # gone, and the retried batch would be delivered twice.
+            try:
+                os.unlink(loading)
+            except OSError:
+                pass
+            self._seq -= 1
+            raise type(exc)(exc.errno, f"cannot seal batch: {exc.strerror}", ready) from exc
         if durable:
             _fsync_dir(self._dir)
         self._last_seal_ns = seal_ns
