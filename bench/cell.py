@@ -45,6 +45,7 @@ import tempfile
 import time
 import traceback
 from array import array
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import wait as wait_for
@@ -240,11 +241,31 @@ def _consume(backend, index: int, spec: dict, t0_ns: int, work) -> dict:
     }
 
 
+def report_child(result_path: str, result: dict, body: Callable[[], dict]) -> None:
+    """Run a child process's ``body`` and write ``result`` (updated with what it
+    returns, or with the error) to ``result_path`` for the parent; exit 1 on error.
+
+    Shared by the sweep's producers and consumers and the Kafka scenario's
+    stages, so that every child reports its peak RSS and its failure alike.
+    """
+    try:
+        result.update(body())
+    except BaseException as exc:
+        result["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        result["traceback"] = traceback.format_exc()
+        result["max_rss_bytes"] = _max_rss_bytes()
+        _write_result(result_path, result)
+        sys.exit(1)
+    result["max_rss_bytes"] = _max_rss_bytes()
+    _write_result(result_path, result)
+
+
 def child_main(role, index, backend, spec, ready, start, t0, result_path) -> None:
     """Entry point of every producer and consumer process."""
     _die_with_parent()
     result: dict[str, Any] = {"role": role, "index": index, "pid": os.getpid()}
-    try:
+
+    def body() -> dict:
         work = None
         if role == "consumer":
             work = make_work(spec["workload"], spec["work_us"], spec["calibration"])
@@ -256,17 +277,10 @@ def child_main(role, index, backend, spec, ready, start, t0, result_path) -> Non
             sys.exit(3)
         t0_ns = t0.value
         if role == "producer":
-            result.update(_produce(backend, index, spec, t0_ns))
-        else:
-            result.update(_consume(backend, index, spec, t0_ns, work))
-    except BaseException as exc:
-        result["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        result["traceback"] = traceback.format_exc()
-        result["max_rss_bytes"] = _max_rss_bytes()
-        _write_result(result_path, result)
-        sys.exit(1)
-    result["max_rss_bytes"] = _max_rss_bytes()
-    _write_result(result_path, result)
+            return _produce(backend, index, spec, t0_ns)
+        return _consume(backend, index, spec, t0_ns, work)
+
+    report_child(result_path, result, body)
 
 
 # --------------------------------------------------------------------------

@@ -81,7 +81,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .cell import reap_processes, sample_delta, window_figures
+from .cell import _write_result, reap_processes, report_child, sample_delta, window_figures
 from .events import EventFactory, clock_ns
 from .schema import COLUMNS, SCHEMA_VERSION
 
@@ -161,20 +161,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-
-
-def _write_result(path: str, result: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
-
-
-def _max_rss_bytes() -> int:
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == "darwin" else rss * 1024
 
 
 def _broker_main(conn, stop) -> None:
@@ -453,16 +439,7 @@ def _stage_main(role: str, index: int, spec: dict, shared: dict, result_path: st
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     result: dict[str, Any] = {"role": role, "index": index, "pid": os.getpid()}
-    try:
-        result.update(_STAGES[role](spec, shared, index))
-    except BaseException as exc:
-        result["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        result["traceback"] = traceback.format_exc()
-        result["max_rss_bytes"] = _max_rss_bytes()
-        _write_result(result_path, result)
-        sys.exit(1)
-    result["max_rss_bytes"] = _max_rss_bytes()
-    _write_result(result_path, result)
+    report_child(result_path, result, lambda: _STAGES[role](spec, shared, index))
 
 
 # --------------------------------------------------------------------------
