@@ -10,7 +10,7 @@ subclass, and one line in ``BACKENDS`` below.
 
 from __future__ import annotations
 
-from .base import Backend, BackendSettings, Consumer, Producer
+from .base import Backend, BackendSettings, Consumer, ListProducer, Producer
 from .fasterfifo import FasterFifoBackend
 from .mpq import MPQueueBackend
 from .mpq_batch import MPQueueBatchBackend
@@ -46,6 +46,7 @@ __all__ = [
     "Backend",
     "BackendSettings",
     "Consumer",
+    "ListProducer",
     "Producer",
     "UnknownBackend",
     "get_backend",

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .base import Backend, Consumer, Producer
+from .base import Backend, Consumer, ListProducer, Producer
 
 SENTINEL = None
 #: faster-fifo stores a size header with every message.
@@ -32,13 +32,12 @@ _MESSAGE_OVERHEAD = 16
 _GET_TIMEOUT_S = 1.0
 
 
-class _FifoProducer(Producer):
+class _FifoProducer(ListProducer):
     def __init__(self, q: Any, batch_size: int):
+        super().__init__(batch_size)
         self._q = q
-        self._size = batch_size
-        self._buf: list = []
 
-    def _put_many(self, events: list) -> None:
+    def send(self, events: list) -> None:
         # put_many blocks up to its timeout and raises Full; with producers
         # running flat out a full buffer is normal backpressure, so wait on.
         while True:
@@ -47,18 +46,6 @@ class _FifoProducer(Producer):
                 return
             except queue_mod.Full:
                 continue
-
-    def put(self, event: dict) -> None:
-        buf = self._buf
-        buf.append(event)
-        if len(buf) >= self._size:
-            self._put_many(buf)
-            self._buf = []
-
-    def close(self) -> None:
-        if self._buf:
-            self._put_many(self._buf)
-            self._buf = []
 
 
 class _FifoConsumer(Consumer):

@@ -14,27 +14,19 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .base import Backend, Consumer, Producer
+from .base import Backend, Consumer, ListProducer, Producer
 from .mpq import SENTINEL, put_sentinels, release_mp_queue
 
 
-class _BatchProducer(Producer):
+class _BatchProducer(ListProducer):
     def __init__(self, q: Any, batch_size: int):
+        super().__init__(batch_size)
         self._q = q
-        self._size = batch_size
-        self._buf: list = []
 
-    def put(self, event: dict) -> None:
-        buf = self._buf
-        buf.append(event)
-        if len(buf) >= self._size:
-            self._q.put(buf)
-            self._buf = []
+    def send(self, events: list) -> None:
+        self._q.put(events)  # one pickle, one pipe write per list
 
-    def close(self) -> None:
-        if self._buf:
-            self._q.put(self._buf)
-            self._buf = []
+    def finish(self) -> None:
         self._q.close()
         self._q.join_thread()
 

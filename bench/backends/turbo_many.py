@@ -15,28 +15,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Producer
+from .base import ListProducer, Producer
 from .turbo import TurboBackend
 
 
-class _ManyProducer(Producer):
+class _ManyProducer(ListProducer):
     def __init__(self, q: Any, batch_size: int):
+        super().__init__(batch_size)
         self._cm = q.producer()
         self._put_many = self._cm.__enter__().put_many
-        self._size = batch_size
-        self._buf: list = []
 
-    def put(self, event: dict) -> None:
-        buf = self._buf
-        buf.append(event)
-        if len(buf) >= self._size:
-            self._put_many(buf)
-            self._buf = []
+    def send(self, events: list) -> None:
+        self._put_many(events)
 
-    def close(self) -> None:
-        if self._buf:
-            self._put_many(self._buf)
-            self._buf = []
+    def finish(self) -> None:
         # Leaving the producer block seals the pending partial batch.
         self._cm.__exit__(None, None, None)
 
