@@ -24,16 +24,14 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _naming as naming
 from ._batch import decode_batch, decode_items, read_file
 from ._errors import BatchFormatError, Closed, Empty, TurboQueueError
-from ._recovery import recover, set_aside
+from ._folder import Folder
+from ._recovery import recover
 from ._wait import FolderWaiter
-
-if TYPE_CHECKING:
-    from ._queue import Queue
 
 __all__ = ["Consumer"]
 
@@ -46,10 +44,11 @@ STAMPEDE_WINDOW = 8
 class Consumer:
     """Gets items from a queue.  Make one per process (or thread) with :meth:`Queue.consumer`."""
 
-    def __init__(self, queue: Queue) -> None:
-        self._queue = queue
-        self._dir = str(queue.path)
-        ser = queue._serializer
+    def __init__(self, folder: Folder, serializer: Any, *, recover_interval: float) -> None:
+        self._folder = folder
+        self._dir = folder.path
+        self._recover_interval = recover_interval
+        ser = serializer
         self._loads = ser.loads
         self._loads_many = getattr(ser, "loads_many", None)
         self._pid = os.getpid()
@@ -117,9 +116,7 @@ class Consumer:
             return
         name, self._held, self._held_ready = self._held, None, None
         self._items, self._pos = [], 0
-        try:
-            os.unlink(os.path.join(self._dir, name))
-        except FileNotFoundError:
+        if not self._folder.ack(name):
             # Only a recovery that wrongly judged this process dead could have
             # moved it; the batch will then be delivered again (at-least-once).
             log.warning("turbo_queue: claimed batch %s vanished before its ack", name)
@@ -134,9 +131,7 @@ class Consumer:
         # The released batch is older than the cached candidates: list again
         # so that it is the next one out (its place in line), not skipped.
         self._candidates = []
-        try:
-            os.rename(os.path.join(self._dir, name), os.path.join(self._dir, ready))
-        except FileNotFoundError:
+        if not self._folder.release(name, ready):
             log.warning("turbo_queue: claimed batch %s vanished before its release", name)
 
     def __iter__(self) -> Iterator[Any]:
@@ -206,11 +201,11 @@ class Consumer:
                 return items
             # Nothing ready.  Idle time is when recovery is cheap to afford.
             now = time.monotonic()
-            if now - self._last_recover >= self._queue.recover_interval:
+            if now - self._last_recover >= self._recover_interval:
                 self._last_recover = now
-                if recover(self._dir):
+                if recover(self._folder):
                     continue
-            if self._queue.is_closed() and self._drained():
+            if self._folder.is_closed() and self._drained():
                 raise Closed("the queue is closed and drained", self._dir)
             if deadline is not None and time.monotonic() >= deadline:
                 raise Empty("no sealed batch to claim", self._dir)
@@ -224,22 +219,10 @@ class Consumer:
         someone must be left to take it.  Dead owners' files are recovered
         first, so a crashed process cannot hold the end of stream back.
         """
-        if recover(self._dir):
+        if recover(self._folder):
             return False
         self._last_recover = time.monotonic()
-        for name in os.listdir(self._dir):
-            if name.endswith(naming.SUFFIX) and name[:2] in (naming.READY, naming.LOADING, naming.CLAIMED):
-                return False
-        return True
-
-    def _list_ready(self) -> list[str]:
-        try:
-            names = os.listdir(self._dir)
-        except FileNotFoundError:
-            raise FileNotFoundError(2, "queue folder is gone", self._dir) from None
-        ready = [n for n in names if naming.is_ready_name(n)]
-        ready.sort()
-        return ready
+        return self._folder.scan().in_flight == 0
 
     def _claim_and_read(self) -> list[Any] | None:
         """Claim the oldest ready batch we can win and return its items, or None if none is ready."""
@@ -249,7 +232,7 @@ class Consumer:
             if not self._candidates:
                 if listings == 2:
                     return None
-                self._candidates = self._list_ready()
+                self._candidates = self._folder.list_ready()
                 listings += 1
                 if not self._candidates:
                     return None
@@ -258,9 +241,8 @@ class Consumer:
             # oldest few, so that racing consumers spread out.
             index = random.randrange(min(STAMPEDE_WINDOW, len(cands))) if lost_race else 0
             ready = cands.pop(index)
-            claimed = naming.claimed_name(self._owner, ready)
             try:
-                os.rename(os.path.join(self._dir, ready), os.path.join(self._dir, claimed))
+                claimed = self._folder.claim(ready, self._owner)
             except FileNotFoundError:
                 lost_race = True  # another consumer claimed it first
                 continue
@@ -269,7 +251,7 @@ class Consumer:
                     raise
                 # A stray r_*.tqb whose name is too long to claim: no producer
                 # makes such names; left there it would be retried for ever.
-                set_aside(self._dir, ready, "name-too-long")
+                self._folder.set_aside(ready, "name-too-long")
                 continue
             items = self._read_claimed(claimed, ready)
             if items is None:
@@ -288,23 +270,23 @@ class Consumer:
                 raise BatchFormatError(
                     f"batch says {meta.get('count')} items but holds {len(items)}", path, "count-mismatch")
         except BatchFormatError as exc:
-            set_aside(self._dir, claimed, exc.reason, original=ready)
+            self._folder.set_aside(claimed, exc.reason, original=ready)
             log.error("turbo_queue: %s", exc)
             return None
         except (IsADirectoryError, PermissionError) as exc:
-            set_aside(self._dir, claimed, type(exc).__name__, original=ready)
+            self._folder.set_aside(claimed, type(exc).__name__, original=ready)
             return None
         except FileNotFoundError:
             if os.path.lexists(path):
                 # A dangling symbolic link: nothing behind the name, but left
                 # claimed it would hold the end of the stream back for ever.
-                set_aside(self._dir, claimed, "dangling-link", original=ready)
+                self._folder.set_aside(claimed, "dangling-link", original=ready)
             return None
         except Exception as exc:  # the serializer could not load an item
-            set_aside(self._dir, claimed, "undecodable", original=ready)
+            self._folder.set_aside(claimed, "undecodable", original=ready)
             log.error("turbo_queue: cannot decode items of %s: %r", path, exc)
             return None
         if not items:
-            os.unlink(path)
+            self._folder.ack(claimed)
             return None
         return items

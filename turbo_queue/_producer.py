@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from . import _naming as naming
 from ._batch import encode_batch, lengths_bytes, write_file
 from ._errors import Closed, Full, TurboQueueError
+from ._folder import Folder
 from ._wait import FolderWaiter
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class Producer:
     def __init__(self, queue: Queue) -> None:
         self._queue = queue
         self._dir = str(queue.path)
+        self._folder = Folder(self._dir)
         self._serializer = queue._serializer
         self._dumps = self._serializer.dumps
         self._batch_size = queue.batch_size
@@ -272,7 +274,7 @@ class Producer:
             raise type(exc)(exc.errno, f"cannot write batch: {exc.strerror}", loading) from exc
         # The atomic step: from here the batch exists for consumers, whole.
         try:
-            os.rename(loading, ready)
+            self._folder.publish(loading, ready)
         except OSError as exc:
             # The items stay buffered for a retry, so the loading copy must
             # go: left behind, recovery would seal it once this process is
@@ -298,7 +300,7 @@ class Producer:
             return True
         # Listing the folder costs far more than a put, so it happens here,
         # once per batch, never per item.
-        while self._queue._count_ready() >= max_ready:
+        while self._folder.count_ready() >= max_ready:
             if not wait:
                 return False
             if deadline is not None and time.monotonic() >= deadline:

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import _naming as naming
 from ._consumer import Consumer
+from ._folder import Folder
 from ._producer import Producer
 from ._recovery import RecoveryReport, recover
 from ._serializers import get_serializer
@@ -72,6 +73,7 @@ class Queue:
         self.durable = bool(durable)
         self.allow_shared = bool(allow_shared)
         self._path = Path(os.fspath(path)).absolute()
+        self._folder = Folder(str(self._path))
         self._closed_here = False
         self._open_folder()
 
@@ -127,7 +129,7 @@ class Queue:
 
     def consumer(self) -> Consumer:
         """A new consumer for this process (use it as a context manager)."""
-        return Consumer(self)
+        return Consumer(self._folder, self._serializer, recover_interval=self.recover_interval)
 
     def close(self) -> None:
         """Mark the end of the stream for every process on this path.
@@ -139,22 +141,7 @@ class Queue:
         consumers have ended, and it then waits in the folder (``stats()``
         shows it) until the queue is reopened and drained.
         """
-        folder = str(self._path)
-        # Written aside, then renamed into place: waiting consumers watch for
-        # renames only (see _wait.py), and a rename wakes them at once.
-        tmp = os.path.join(folder, f".closing-{os.getpid()}-{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, str(time.time_ns()).encode())
-            if self.durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.rename(tmp, os.path.join(folder, naming.CLOSED_MARKER))
-        except OSError:
-            os.unlink(tmp)
-            raise
+        self._folder.write_closed(self.durable)
         # Only once the marker exists: a close that failed (read-only or
         # vanished folder) must not leave this object refusing puts alone.
         self._closed_here = True
@@ -162,26 +149,20 @@ class Queue:
     def reopen(self) -> None:
         """Undo :meth:`close` so the folder can carry a new stream."""
         self._closed_here = False
-        try:
-            os.unlink(os.path.join(str(self._path), naming.CLOSED_MARKER))
-        except FileNotFoundError:
-            pass
+        self._folder.remove_closed()
 
     def is_closed(self) -> bool:
         # The marker alone decides, for every Queue object on the path alike:
         # a reopen() by another process or application must reopen this one too.
-        return os.path.exists(os.path.join(str(self._path), naming.CLOSED_MARKER))
+        return self._folder.is_closed()
 
     def recover(self) -> RecoveryReport:
         """Return batches of dead owners to ready and set unreadable files aside."""
-        return recover(str(self._path))
+        return recover(self._folder)
 
     def stats(self) -> dict[str, Any]:
         """Batches and events per state, from one listing of the folder (no file is opened)."""
-        return folder_stats(str(self._path))
-
-    def _count_ready(self) -> int:
-        return sum(1 for n in os.listdir(str(self._path)) if naming.is_ready_name(n))
+        return folder_stats(self._folder)
 
 
 def _check_writable(path: str) -> None:
@@ -205,37 +186,32 @@ def _rebuild(path: str, kwargs: dict) -> Queue:
     return Queue(path, **kwargs)
 
 
-def folder_stats(path: str) -> dict[str, Any]:
+def folder_stats(folder: str | Folder) -> dict[str, Any]:
     """The numbers behind ``Queue.stats()`` and ``python -m turbo_queue status``."""
+    if not isinstance(folder, Folder):
+        folder = Folder(folder)
     now = time.time_ns()
-    states = {s: {"batches": 0, "events": 0} for s in ("loading", "ready", "claimed")}
+    scan = folder.scan()
+    states = {}
     oldest = None
-    other = 0
-    for name in os.listdir(path):
-        if name.startswith(naming.CLAIMED):
-            claimed = naming.parse_claimed_name(name)
-            parsed = naming.parse_batch_name(claimed.ready_name) if claimed else None
-            state = "claimed"
-        elif name.startswith((naming.READY, naming.LOADING)) and name.endswith(naming.SUFFIX):
-            parsed = naming.parse_batch_name(name)
-            state = "ready" if name.startswith(naming.READY) else "loading"
-        else:
-            other += name not in (naming.CLOSED_MARKER, naming.ASIDE_DIR)
-            continue
-        states[state]["batches"] += 1
-        if parsed is not None:
-            states[state]["events"] += parsed.count
-            if state == "ready" and (oldest is None or parsed.seal_ns < oldest):
-                oldest = parsed.seal_ns
-    try:
-        aside = len(os.listdir(os.path.join(path, naming.ASIDE_DIR)))
-    except FileNotFoundError:
-        aside = 0
+    for state, names in (("loading", scan.loading), ("ready", scan.ready), ("claimed", scan.claimed)):
+        events = 0
+        for name in names:
+            if state == "claimed":
+                claimed = naming.parse_claimed_name(name)
+                parsed = naming.parse_batch_name(claimed.ready_name) if claimed else None
+            else:
+                parsed = naming.parse_batch_name(name)
+            if parsed is not None:
+                events += parsed.count
+                if state == "ready" and (oldest is None or parsed.seal_ns < oldest):
+                    oldest = parsed.seal_ns
+        states[state] = {"batches": len(names), "events": events}
     return {
-        "path": path,
-        "closed": os.path.exists(os.path.join(path, naming.CLOSED_MARKER)),
+        "path": folder.path,
+        "closed": scan.closed,
         **states,
-        "aside": aside,
-        "other_files": other,
+        "aside": folder.aside_count(),
+        "other_files": len(scan.other),
         "oldest_ready_age_s": None if oldest is None else max(0.0, (now - oldest) / 1e9),
     }

@@ -17,15 +17,14 @@ folder are left alone and counted as ``remote``.
 from __future__ import annotations
 
 import logging
-import os
-import time
 from dataclasses import dataclass, field
 
 from . import _naming as naming
 from ._batch import decode_batch, read_file
 from ._errors import BatchFormatError
+from ._folder import Folder
 
-__all__ = ["RecoveryReport", "recover", "set_aside"]
+__all__ = ["RecoveryReport", "recover"]
 
 log = logging.getLogger("turbo_queue")
 
@@ -60,27 +59,6 @@ class RecoveryReport:
         return f"{self.path}: " + "; ".join(parts)
 
 
-def set_aside(folder: str, name: str, reason: str, original: str | None = None) -> str | None:
-    """Move ``name`` into ``aside/`` (never deleting it).  Returns the new path, or None if gone."""
-    aside = os.path.join(folder, naming.ASIDE_DIR)
-    try:
-        os.mkdir(aside, 0o700)
-    except FileExistsError:
-        pass
-    safe_reason = "".join(c if c.isalnum() or c in "-." else "-" for c in reason)[:40] or "unreadable"
-    suffix = f".{safe_reason}.{time.time_ns()}"
-    base = original or name
-    # Keep the new name within NAME_MAX (255 bytes) even for a long stray name.
-    base = os.fsdecode(os.fsencode(base)[:255 - len(suffix)]) if len(os.fsencode(base + suffix)) > 255 else base
-    target = os.path.join(aside, base + suffix)
-    try:
-        os.rename(os.path.join(folder, name), target)
-    except FileNotFoundError:
-        return None  # another process moved it first
-    log.error("turbo_queue: set aside %s (%s) as %s", os.path.join(folder, name), reason, target)
-    return target
-
-
 def _check_loading(path: str, count: int) -> str | None:
     """None if the loading file is a complete batch of ``count`` items, else the reason."""
     try:
@@ -94,54 +72,54 @@ def _check_loading(path: str, count: int) -> str | None:
     return None
 
 
-def recover(folder: str) -> RecoveryReport:
+def recover(folder: str | Folder) -> RecoveryReport:
     """Run one recovery pass over ``folder``.  Safe to run concurrently with anything."""
-    report = RecoveryReport(folder)
+    if not isinstance(folder, Folder):
+        folder = Folder(folder)
+    report = RecoveryReport(folder.path)
     try:
-        names = os.listdir(folder)
+        scan = folder.scan()
     except FileNotFoundError:
         return report
-    for name in names:
-        if name.startswith(naming.CLAIMED):
-            claimed = naming.parse_claimed_name(name)
-            if claimed is None:
-                if name.endswith(naming.SUFFIX) and set_aside(folder, name, "bad-name"):
-                    report.set_aside.append((name, "bad-name"))
+    for name in scan.claimed:
+        claimed = naming.parse_claimed_name(name)
+        if claimed is None:
+            if folder.set_aside(name, "bad-name"):
+                report.set_aside.append((name, "bad-name"))
+            continue
+        alive = claimed.owner.is_alive()
+        if alive is None:
+            # The owner lives where its liveness cannot be checked from here.
+            report.remote += 1
+        elif not alive:
+            # Same ready name as before the claim: the batch keeps its place in line.
+            if not folder.release(name, claimed.ready_name):
+                continue  # its owner acked it just before dying, or another recovery won
+            log.warning("turbo_queue: returned %s of dead consumer %s to ready",
+                        claimed.ready_name, claimed.owner)
+            report.returned.append(claimed.ready_name)
+    for name in scan.loading:
+        parsed = naming.parse_batch_name(name)
+        if parsed is None:
+            if folder.set_aside(name, "bad-name"):
+                report.set_aside.append((name, "bad-name"))
+            continue
+        alive = parsed.owner.is_alive()
+        if alive is None:
+            report.remote += 1
+            continue
+        if alive:
+            continue
+        path = folder.join(name)
+        reason = _check_loading(path, parsed.count)
+        if reason is None:
+            ready = parsed.name(naming.READY)
+            try:
+                folder.publish(path, folder.join(ready))
+            except FileNotFoundError:
                 continue
-            alive = claimed.owner.is_alive()
-            if alive is None:
-                report.remote += 1
-            elif not alive:
-                try:
-                    # Same ready name as before the claim: the batch keeps its place in line.
-                    os.rename(os.path.join(folder, name), os.path.join(folder, claimed.ready_name))
-                except FileNotFoundError:
-                    continue  # its owner acked it just before dying, or another recovery won
-                log.warning("turbo_queue: returned %s of dead consumer %s to ready",
-                            claimed.ready_name, claimed.owner)
-                report.returned.append(claimed.ready_name)
-        elif name.startswith(naming.LOADING):
-            parsed = naming.parse_batch_name(name)
-            if parsed is None:
-                if name.endswith(naming.SUFFIX) and set_aside(folder, name, "bad-name"):
-                    report.set_aside.append((name, "bad-name"))
-                continue
-            alive = parsed.owner.is_alive()
-            if alive is None:
-                report.remote += 1
-                continue
-            if alive:
-                continue
-            path = os.path.join(folder, name)
-            reason = _check_loading(path, parsed.count)
-            if reason is None:
-                ready = parsed.name(naming.READY)
-                try:
-                    os.rename(path, os.path.join(folder, ready))
-                except FileNotFoundError:
-                    continue
-                log.warning("turbo_queue: sealed %s left by dead producer %s", ready, parsed.owner)
-                report.sealed.append(ready)
-            elif set_aside(folder, name, reason):
-                report.set_aside.append((name, reason))
+            log.warning("turbo_queue: sealed %s left by dead producer %s", ready, parsed.owner)
+            report.sealed.append(ready)
+        elif folder.set_aside(name, reason):
+            report.set_aside.append((name, reason))
     return report
