@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import sqlite3
 from collections import Counter
 
@@ -217,7 +218,6 @@ BAD_FILES = {
     "header-only": lambda: batch_bytes(["x"])[:100],
     "foreign-sqlite": _foreign_sqlite,
     "format-v99": lambda: _version_99(["from", "the", "future"]),
-    "undecodable": lambda: b"",  # replaced below: a good SQLite batch whose items fail to load
 }
 
 
@@ -231,7 +231,24 @@ def _undecodable() -> bytes:
                                "x-1-0-00000000", 0)
 
 
-BAD_FILES["undecodable"] = _undecodable
+def test_undecodable_item_is_not_set_aside_but_raised_and_dead_lettered_at_max_deliveries(qpath):
+    """A good batch whose item cannot be loaded is a fault of the consumer side, not of the file:
+    it goes back to ready (counted) and BatchReadError names it; with max_deliveries it ends in dead/."""
+    q = turbo_queue.Queue(qpath, batch_size=2, max_batch_age=None, max_deliveries=2)
+    bad = write_batch_file(qpath, _naming.READY, ["?"], dead_owner(pid=1), seal_ns=1, data=_undecodable())
+    with q.producer() as p:
+        p.put_many(range(4))
+    with q.consumer() as c:
+        with pytest.raises(turbo_queue.BatchReadError) as info:
+            c.get(timeout=0)
+        assert isinstance(info.value.__cause__, pickle.UnpicklingError)
+        assert info.value.path == str(qpath / bad.replace(".tqb", "_d1.tqb"))
+        assert "back in ready" in str(info.value)
+        with pytest.raises(turbo_queue.BatchReadError, match="dead"):
+            c.get(timeout=0)  # the second delivery without an ack reaches max_deliveries=2
+        assert [c.get(timeout=0) for _ in range(4)] == [0, 1, 2, 3]  # the consumer stays usable
+    assert not (qpath / "aside").exists()
+    assert q.stats()["dead"] == {"batches": 1, "events": 1}
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_FILES))

@@ -202,5 +202,6 @@ def test_pid_reused_by_another_process_counts_as_dead(tmp_path):
     if not me.start:
         pytest.skip("no /proc start times here")
     os.rename(q.path / ready, q.path / _naming.claimed_name(impostor, ready))
-    assert q.recover().returned == [ready]
+    # One delivery ended without an ack: counted in the name, same place in line.
+    assert q.recover().returned == [ready.replace(".tqb", "_d1.tqb")]
     assert drain(q) == ["a", "b"]

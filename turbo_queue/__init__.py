@@ -9,7 +9,7 @@ applications share a queue by its path.  See the README for the protocol.
 
 from ._batch import FORMAT_VERSION, read_batch
 from ._consumer import Consumer
-from ._errors import BatchFormatError, Closed, Empty, Full, TurboQueueError
+from ._errors import BatchFormatError, BatchReadError, Closed, Empty, Full, TurboQueueError
 from ._producer import Producer
 from ._queue import Queue
 from ._recovery import RecoveryReport
@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FORMAT_VERSION",
     "BatchFormatError",
+    "BatchReadError",
     "Closed",
     "Consumer",
     "Empty",

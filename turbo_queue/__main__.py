@@ -1,9 +1,11 @@
-"""Command line: ``python -m turbo_queue status|watch|recover PATH``.
+"""Command line: ``python -m turbo_queue status|watch|recover|requeue|peek PATH``.
 
 ``status`` prints batches and events per state; ``watch`` refreshes that view
 until interrupted; ``recover`` returns batches of dead owners to ready and
-sets unreadable files aside, then says what it did.  None of them creates a
-missing queue folder.
+sets unreadable files aside, then says what it did; ``requeue`` returns dead
+batches to ready with their delivery count reset; ``peek`` shows a batch's
+metadata and items (and a dead batch's last error) without changing
+anything.  None of them creates a missing queue folder.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import os
 import sys
 import time
 
+from ._folder import Folder
+from ._inspect import STATES, find_batch, format_peek, peek_batch
 from ._queue import folder_stats
 from ._recovery import recover
 
@@ -26,6 +30,7 @@ def _format(stats: dict) -> str:
     ]
     for state in ("loading", "ready", "claimed"):
         lines.append(f"{state:<9}{stats[state]['batches']:>10}{stats[state]['events']:>14}")
+    lines.append(f"{'dead':<9}{stats['dead']['batches']:>10}{stats['dead']['events']:>14}")
     lines.append(f"aside    {stats['aside']:>10}")
     lines.append(f"oldest ready batch: {'-' if age is None else f'{age:.3f} s old'}")
     if stats["other_files"]:
@@ -52,6 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("recover", help="return batches of dead owners to ready")
     p.add_argument("path")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p = sub.add_parser("requeue", help="return dead batches to ready, delivery count reset")
+    p.add_argument("path")
+    p = sub.add_parser("peek", help="show a batch's metadata and items without changing anything")
+    p.add_argument("path")
+    p.add_argument("name", nargs="?", help="the batch's file name (default: the oldest batch of --state)")
+    p.add_argument("--state", choices=STATES, help="where to look (default: ready; with NAME, everywhere)")
+    p.add_argument("-n", type=int, default=10, help="items to show (default 10; 0: none, -1: all)")
+    p.add_argument("--serializer", help="load items with this serializer (default: the one the file names; "
+                   "pickle only from a folder no other user can write)")
+    p.add_argument("--json", action="store_true", help="print as JSON (items that JSON cannot hold as repr)")
     args = parser.parse_args(argv)
     path = _existing(os.path.abspath(args.path))
 
@@ -73,9 +88,22 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(args.interval)
         except KeyboardInterrupt:
             pass
-    else:
+    elif args.command == "recover":
         report = recover(path)
         print(json.dumps(report.as_dict(), indent=2) if args.json else str(report))
+    elif args.command == "requeue":
+        n = Folder(path).requeue_dead()
+        print(f"{path}: returned {n} dead batch(es) to ready")
+    else:
+        folder = Folder(path)
+        found = find_batch(folder, args.name, args.state)
+        if found is None:
+            what = args.name or f"no {args.state or 'ready'} batch"
+            print(f"turbo_queue: {what} not found in {path}", file=sys.stderr)
+            return 1
+        limit = None if args.n < 0 else args.n
+        info = peek_batch(folder, found[0], found[1], limit, args.serializer)
+        print(json.dumps(info, indent=2, default=repr) if args.json else format_peek(info))
     return 0
 
 

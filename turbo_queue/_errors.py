@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["BatchFormatError", "Closed", "Empty", "Full", "TurboQueueError"]
+__all__ = ["BatchFormatError", "BatchReadError", "Closed", "Empty", "Full", "TurboQueueError"]
 
 
 class TurboQueueError(Exception):
@@ -54,3 +54,15 @@ class BatchFormatError(TurboQueueError):
         self.args = (message, path, reason)
         #: A short token used in the set-aside file name (``unreadable``, ``format-v9``...).
         self.reason = reason
+
+
+class BatchReadError(TurboQueueError):
+    """A consumer could not read a good batch for a reason local to it.
+
+    Out of file descriptors, an I/O error, memory, or an item its serializer
+    cannot load here (a module the producer had and this process lacks, a
+    renamed class).  The batch is back in ready at its place in line (unless
+    it reached ``max_deliveries``: then the message says it is dead); ``path``
+    names it and ``__cause__`` is the original exception.  The consumer stays
+    usable.
+    """

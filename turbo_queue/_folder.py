@@ -21,9 +21,33 @@ from dataclasses import dataclass, field
 
 from . import _naming as naming
 
-__all__ = ["Folder", "Scan"]
+__all__ = ["Folder", "Scan", "held_here"]
 
 log = logging.getLogger("turbo_queue")
+
+#: Claimed names that a live Consumer of *this* process holds.  A claimed file
+#: whose owner is this very process but which is not in here is held by nobody
+#: (its Consumer was dropped, or interrupted between claim and hand-over), so
+#: recovery returns it instead of waiting on it for as long as the process
+#: lives (tests/test_consumer_faults.py::test_claim_nobody_holds_is_recovered).
+#: A name is added *before* the claiming rename and removed after the ack or
+#: release, so no recovery in another thread can see the file unregistered.
+_held: set[str] = set()
+
+
+def held_here() -> set[str]:
+    return _held
+
+
+def _after_fork_in_child() -> None:
+    # The child holds none of its parent's claims (their owner is the parent).
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+#: The longest last-error text kept beside a dead batch.
+MAX_ERROR_CHARS = 4000
 
 
 @dataclass
@@ -79,7 +103,7 @@ class Folder:
                     scan.claimed.append(name)
             elif name == naming.CLOSED_MARKER:
                 scan.closed = True
-            elif name not in (naming.ASIDE_DIR,):
+            elif name not in (naming.ASIDE_DIR, naming.DEAD_DIR):
                 scan.other.append(name)
         scan.ready.sort()
         return scan
@@ -94,6 +118,41 @@ class Folder:
         """Sealed batches waiting (the producer's backpressure count)."""
         return sum(1 for n in self.listdir() if naming.is_ready_name(n))
 
+    def dead_path(self, name: str = "") -> str:
+        return os.path.join(self.path, naming.DEAD_DIR, name) if name else os.path.join(self.path, naming.DEAD_DIR)
+
+    def list_dead(self) -> list[str]:
+        """Dead batch names (in ``dead/``), oldest first."""
+        try:
+            names = os.listdir(self.dead_path())
+        except FileNotFoundError:
+            return []
+        dead = [n for n in names if n.startswith(naming.DEAD) and n.endswith(naming.SUFFIX)]
+        dead.sort()
+        return dead
+
+    def list_aside(self) -> list[str]:
+        try:
+            return sorted(os.listdir(self.join(naming.ASIDE_DIR)))
+        except FileNotFoundError:
+            return []
+
+    def dead_stats(self) -> dict[str, int]:
+        events = 0
+        names = self.list_dead()
+        for name in names:
+            parsed = naming.parse_batch_name(name)
+            events += parsed.count if parsed else 0
+        return {"batches": len(names), "events": events}
+
+    def last_error(self, dead_name: str) -> str | None:
+        """The last error stored beside a dead batch, or None."""
+        try:
+            with open(self.dead_path(dead_name + naming.ERROR_SUFFIX), encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return None
+
     def aside_count(self) -> int:
         try:
             return len(os.listdir(self.join(naming.ASIDE_DIR)))
@@ -107,19 +166,48 @@ class Folder:
         os.rename(loading_path, ready_path)
 
     def claim(self, ready: str, owner: naming.Owner) -> str:
-        """ready -> claimed by ``owner``.  FileNotFoundError when another consumer won the rename."""
+        """ready -> claimed by ``owner``.  FileNotFoundError when another consumer won the rename.
+
+        The claimed name is registered as held by this process before the
+        rename (see ``_held``); the caller unregisters it with :meth:`ack`,
+        :meth:`release` or :meth:`dead_letter`.
+        """
         claimed = naming.claimed_name(owner, ready)
-        # Of several consumers renaming the same file, exactly one succeeds.
-        os.rename(self.join(ready), self.join(claimed))
+        _held.add(claimed)
+        try:
+            # Of several consumers renaming the same file, exactly one succeeds.
+            os.rename(self.join(ready), self.join(claimed))
+        except BaseException:
+            _held.discard(claimed)
+            raise
         return claimed
 
-    def release(self, claimed: str, ready: str) -> bool:
-        """claimed -> ready (same ready name: same place in line).  False if the file is gone."""
+    def release(self, claimed: str, ready: str, *, count: bool = True, max_deliveries: int | None = None,
+                error: str | None = None) -> str | None:
+        """claimed -> ready, or -> dead once the delivery count reaches ``max_deliveries``.
+
+        ``count``: this delivery ended without an ack (an exception, a
+        dropped or dead consumer), so the count in the name goes up by one.
+        A batch that was never handed over (a local fault while reading it, an
+        interrupt between claim and hand-over) goes back under its old name.
+        Either way seal_ns and seq are kept: same place in line.  Returns the
+        new name (``dead/...`` when dead-lettered), or None if the file is gone.
+        """
         try:
-            os.rename(self.join(claimed), self.join(ready))
-        except FileNotFoundError:
-            return False
-        return True
+            parsed = naming.parse_batch_name(ready)
+            target = ready
+            if count and parsed is not None:
+                parsed = parsed.with_deliveries(parsed.deliveries + 1)
+                if max_deliveries is not None and parsed.deliveries >= max_deliveries:
+                    return self.dead_letter(claimed, parsed, error)
+                target = parsed.name(naming.READY)
+            try:
+                os.rename(self.join(claimed), self.join(target))
+            except FileNotFoundError:
+                return None
+            return target
+        finally:
+            _held.discard(claimed)
 
     def ack(self, claimed: str) -> bool:
         """claimed -> deleted.  False if the file is gone."""
@@ -127,7 +215,83 @@ class Folder:
             os.unlink(self.join(claimed))
         except FileNotFoundError:
             return False
+        finally:
+            _held.discard(claimed)
         return True
+
+    def dead_letter(self, claimed: str, parsed: naming.BatchName, error: str | None) -> str | None:
+        """claimed -> ``dead/d_<body>``, its last error written beside it first.
+
+        The error file comes first so that a dead batch is never seen without
+        its reason; a crash between the two leaves only a stray ``.err``
+        (ignored, and removed by the next :meth:`requeue_dead`).
+        """
+        try:
+            dead_dir = self.dead_path()
+            try:
+                os.mkdir(dead_dir, 0o700)
+            except FileExistsError:
+                pass
+            dead = parsed.name(naming.DEAD)
+            text = (error or "no error recorded")[:MAX_ERROR_CHARS]
+            tmp = os.path.join(dead_dir, f".err-{os.getpid()}-{secrets.token_hex(4)}")
+            try:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write(text + "\n")
+                os.rename(tmp, os.path.join(dead_dir, dead + naming.ERROR_SUFFIX))
+            except OSError as exc:
+                # The batch matters more than its error text: dead-letter it anyway.
+                log.error("turbo_queue: cannot store the last error of %s: %s", dead, exc)
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+            try:
+                os.rename(self.join(claimed), os.path.join(dead_dir, dead))
+            except FileNotFoundError:
+                return None
+            log.warning("turbo_queue: dead-lettered %s after %d deliveries without an ack; last error: %s",
+                        os.path.join(dead_dir, dead), parsed.deliveries, text)
+            return os.path.join(naming.DEAD_DIR, dead)
+        finally:
+            _held.discard(claimed)
+
+    def requeue_dead(self) -> int:
+        """dead -> ready with the delivery count reset; returns how many batches were returned."""
+        returned = 0
+        dead_dir = self.dead_path()
+        for name in self.list_dead():
+            parsed = naming.parse_batch_name(name)
+            if parsed is None:
+                continue
+            ready = parsed.with_deliveries(0).name(naming.READY)
+            try:
+                # Same seal_ns and seq: it goes back to its old place in line.
+                os.rename(os.path.join(dead_dir, name), self.join(ready))
+            except FileNotFoundError:
+                continue  # another requeue took it
+            returned += 1
+            log.warning("turbo_queue: requeued dead batch %s as %s", name, ready)
+            try:
+                os.unlink(os.path.join(dead_dir, name + naming.ERROR_SUFFIX))
+            except FileNotFoundError:
+                pass
+        # Error files left by a crash between writing one and dead-lettering
+        # its batch.  Only old ones: a young one may belong to a dead-letter
+        # another process is making right now (error file first, then batch).
+        try:
+            names = set(os.listdir(dead_dir))
+        except FileNotFoundError:
+            return returned
+        old = time.time() - 60
+        for name in names:
+            if name.endswith(naming.ERROR_SUFFIX) and name[:-len(naming.ERROR_SUFFIX)] not in names:
+                try:
+                    if os.stat(os.path.join(dead_dir, name)).st_mtime < old:
+                        os.unlink(os.path.join(dead_dir, name))
+                except FileNotFoundError:
+                    pass
+        return returned
 
     def set_aside(self, name: str, reason: str, original: str | None = None) -> str | None:
         """Move ``name`` into ``aside/`` (never deleting it).  Returns the new path, or None if gone."""

@@ -15,27 +15,41 @@ names of ready batches sort by seal time, then by the producer's sequence)::
                 start: process start time in clock ticks since boot, hex ("0" if unknown);
                        guards the liveness check against a reused pid
                 nonce: 8 hex digits, unique per Producer/Consumer object
-    body     := seal_ns "_" seq "_" count "_" owner ".tqb"
+    body     := seal_ns "_" seq "_" count "_" owner [ "_d" deliveries ] ".tqb"
+                deliveries: how many deliveries of this batch ended without an ack
+                (released, owner died, lease lapsed); absent means 0, so names
+                written before the field existed parse unchanged
     loading  := "l_" body          being written by the producer that owner names
     ready    := "r_" body          sealed and visible; any consumer may claim it
     claimed  := "c_" owner "__" ready
                                    owned by the consumer that owner names; the ready
-                                   name is kept whole so a release restores it exactly
+                                   name is kept whole so a release can rebuild it
+    dead     := "dead/d_" body     delivered max_deliveries times without an ack:
+                                   never delivered again, never deleted; beside it
+                                   "dead/d_" body ".err" holds the last error (text)
     (acked)                        the claimed file is deleted
 
 Control files: ``CLOSED`` (end of stream, see :meth:`Queue.close`).
 Set-aside files live in the sub-folder ``aside/`` as ``<original name>.<reason>.<ns>``
-and are never deleted by turbo_queue.
+and are never deleted by turbo_queue.  Dead batches live in ``dead/`` so that
+the listing consumers make on every claim never grows with them.
 
 Transitions and who makes them::
 
     loading --seal (producer)---------------> ready
     ready   --claim (consumer)--------------> claimed
     claimed --ack (consumer)----------------> deleted
-    claimed --release (consumer, on error)--> ready      (same name: same place in line)
-    claimed --recover (anyone; owner dead)--> ready
+    claimed --release (consumer, on error)--> ready      (deliveries + 1; same seal_ns and
+                                                          seq: same place in line)
+    claimed --recover (anyone; owner dead)--> ready      (deliveries + 1)
+    claimed --release/recover/claim---------> dead/      (once deliveries reaches the
+                                                          queue's max_deliveries)
+    dead    --requeue (q.requeue_dead)------> ready      (deliveries reset to 0)
     loading --recover (anyone; owner dead)--> ready if readable, else aside/
     any     --unreadable--------------------> aside/
+
+Every rename of the list above is made in ``_folder.py``; this module is
+only the grammar.
 
 Sorting ready names gives seal order at nanosecond resolution; a producer
 never repeats or goes back in ``seal_ns`` (it takes ``max(now, last + 1)``),
@@ -65,14 +79,16 @@ __all__ = [
 SUFFIX = ".tqb"
 CLOSED_MARKER = "CLOSED"
 ASIDE_DIR = "aside"
-LOADING, READY, CLAIMED = "l_", "r_", "c_"
+DEAD_DIR = "dead"
+ERROR_SUFFIX = ".err"
+LOADING, READY, CLAIMED, DEAD = "l_", "r_", "c_", "d_"
 
 _HOST_BAD = re.compile(r"[^A-Za-z0-9.-]")
 _PID_MAX = 2**31 - 1  # pids are C ints; larger digits in a name cannot be a process
 _OWNER_RE = re.compile(r"^(?P<host>[A-Za-z0-9.-]+)-(?P<pid>[0-9]+)-(?P<start>[0-9a-f]+)-(?P<nonce>[0-9a-f]{8})$")
 _BODY_RE = re.compile(
     r"(?P<seal_ns>[0-9]{20})_(?P<seq>[0-9]{12})_(?P<count>[0-9]+)_(?P<owner>[A-Za-z0-9.-]+)"
-    + re.escape(SUFFIX) + "$"
+    r"(?:_d(?P<deliveries>[0-9]+))?" + re.escape(SUFFIX) + "$"
 )
 
 
@@ -163,18 +179,24 @@ def make_owner() -> Owner:
 class BatchName:
     """A parsed loading or ready name."""
 
-    state: str  # LOADING or READY
+    state: str  # LOADING, READY or DEAD
     seal_ns: int
     seq: int
     count: int
     owner: Owner
+    #: deliveries that ended without an ack (0 for names without the field)
+    deliveries: int = 0
 
     @property
     def body(self) -> str:
-        return f"{self.seal_ns:020d}_{self.seq:012d}_{self.count}_{self.owner}{SUFFIX}"
+        tail = f"_d{self.deliveries}" if self.deliveries else ""
+        return f"{self.seal_ns:020d}_{self.seq:012d}_{self.count}_{self.owner}{tail}{SUFFIX}"
 
     def name(self, state: str | None = None) -> str:
         return (state or self.state) + self.body
+
+    def with_deliveries(self, deliveries: int) -> BatchName:
+        return BatchName(self.state, self.seal_ns, self.seq, self.count, self.owner, deliveries)
 
 
 @dataclass(frozen=True)
@@ -184,9 +206,9 @@ class ClaimedName:
 
 
 def parse_batch_name(name: str) -> BatchName | None:
-    """Parse a loading or ready name; None if ``name`` does not follow the grammar."""
+    """Parse a loading, ready or dead name; None if ``name`` does not follow the grammar."""
     state = name[:2]
-    if state not in (LOADING, READY):
+    if state not in (LOADING, READY, DEAD):
         return None
     m = _BODY_RE.match(name, 2)
     if m is None:
@@ -194,7 +216,8 @@ def parse_batch_name(name: str) -> BatchName | None:
     owner = Owner.parse(m["owner"])
     if owner is None:
         return None
-    return BatchName(state, int(m["seal_ns"]), int(m["seq"]), int(m["count"]), owner)
+    return BatchName(state, int(m["seal_ns"]), int(m["seq"]), int(m["count"]), owner,
+                     int(m["deliveries"] or 0))
 
 
 def parse_claimed_name(name: str) -> ClaimedName | None:

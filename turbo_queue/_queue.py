@@ -55,7 +55,14 @@ class Queue:
         with ``dumps``/``loads``.
     :param durable: fsync each batch and the folder at seal, so sealed batches
         survive power loss (not only process crashes).
-    :param recover_interval: how often, at most, an idle consumer runs recovery.
+    :param recover_interval: how often the consumers of a process run recovery
+        (one scan per interval for the whole process, busy or idle, and one when
+        a consumer starts): a dead consumer's batch is back in ready within
+        about this many seconds.
+    :param max_deliveries: deliveries of a batch that may end without an ack
+        (released on an exception, its consumer died or dropped it) before the
+        batch moves to ``dead/``: never delivered again, never deleted, counted
+        in ``stats()["dead"]``, back with :meth:`requeue_dead`.  None: unlimited.
     :param allow_shared: open a folder that other users can write even with the
         pickle serializer (refused by default: writing there means running code
         in every consumer).
@@ -63,11 +70,13 @@ class Queue:
 
     def __init__(self, path: str | os.PathLike[str], batch_size: int = 1000, max_ready: int | None = None,
                  max_batch_age: float | None = 1.0, serializer: Any = "pickle", durable: bool = False,
-                 *, recover_interval: float = 1.0, allow_shared: bool = False) -> None:
+                 *, recover_interval: float = 1.0, allow_shared: bool = False,
+                 max_deliveries: int | None = None) -> None:
         self.batch_size = _positive_int("batch_size", batch_size)
         self.max_ready = _positive_int("max_ready", max_ready, allow_none=True)
         self.max_batch_age = _positive_number("max_batch_age", max_batch_age, allow_none=True)
         self.recover_interval = _positive_number("recover_interval", recover_interval)
+        self.max_deliveries = _positive_int("max_deliveries", max_deliveries, allow_none=True)
         self._serializer = get_serializer(serializer)
         self._serializer_spec = serializer
         self.durable = bool(durable)
@@ -110,7 +119,8 @@ class Queue:
     def __reduce__(self):
         kwargs = dict(batch_size=self.batch_size, max_ready=self.max_ready, max_batch_age=self.max_batch_age,
                       serializer=self._serializer_spec, durable=self.durable,
-                      recover_interval=self.recover_interval, allow_shared=self.allow_shared)
+                      recover_interval=self.recover_interval, allow_shared=self.allow_shared,
+                      max_deliveries=self.max_deliveries)
         return (_rebuild, (str(self._path), kwargs))
 
     def __repr__(self) -> str:
@@ -129,7 +139,8 @@ class Queue:
 
     def consumer(self) -> Consumer:
         """A new consumer for this process (use it as a context manager)."""
-        return Consumer(self._folder, self._serializer, recover_interval=self.recover_interval)
+        return Consumer(self._folder, self._serializer, recover_interval=self.recover_interval,
+                        max_deliveries=self.max_deliveries)
 
     def close(self) -> None:
         """Mark the end of the stream for every process on this path.
@@ -157,8 +168,16 @@ class Queue:
         return self._folder.is_closed()
 
     def recover(self) -> RecoveryReport:
-        """Return batches of dead owners to ready and set unreadable files aside."""
-        return recover(self._folder)
+        """Return batches of dead owners to ready and set unreadable files aside.
+
+        A returned batch counts one delivery without an ack; one that reaches
+        ``max_deliveries`` goes to ``dead/`` instead.
+        """
+        return recover(self._folder, self.max_deliveries)
+
+    def requeue_dead(self) -> int:
+        """Return every dead batch to ready with its delivery count reset; returns how many."""
+        return self._folder.requeue_dead()
 
     def stats(self) -> dict[str, Any]:
         """Batches and events per state, from one listing of the folder (no file is opened)."""
@@ -211,6 +230,7 @@ def folder_stats(folder: str | Folder) -> dict[str, Any]:
         "path": folder.path,
         "closed": scan.closed,
         **states,
+        "dead": folder.dead_stats(),
         "aside": folder.aside_count(),
         "other_files": len(scan.other),
         "oldest_ready_age_s": None if oldest is None else max(0.0, (now - oldest) / 1e9),

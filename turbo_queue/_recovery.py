@@ -17,14 +17,17 @@ folder are left alone and counted as ``remote``.
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from dataclasses import dataclass, field
 
 from . import _naming as naming
 from ._batch import decode_batch, read_file
 from ._errors import BatchFormatError
-from ._folder import Folder
+from ._folder import Folder, held_here
 
-__all__ = ["RecoveryReport", "recover"]
+__all__ = ["RecoveryReport", "pacer", "recover"]
 
 log = logging.getLogger("turbo_queue")
 
@@ -42,18 +45,23 @@ class RecoveryReport:
     set_aside: list[tuple[str, str]] = field(default_factory=list)
     #: loading/claimed files owned by another host (liveness unknown), left alone
     remote: int = 0
+    #: claimed batches of dead consumers that reached max_deliveries (their dead/ names)
+    dead: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.returned or self.sealed or self.set_aside)
+        return bool(self.returned or self.sealed or self.set_aside or self.dead)
 
     def as_dict(self) -> dict:
         return {"path": self.path, "returned": list(self.returned), "sealed": list(self.sealed),
-                "set_aside": [list(x) for x in self.set_aside], "remote": self.remote}
+                "set_aside": [list(x) for x in self.set_aside], "remote": self.remote,
+                "dead": list(self.dead)}
 
     def __str__(self) -> str:
         parts = [f"returned {len(self.returned)} claimed batch(es) of dead consumers to ready",
                  f"sealed {len(self.sealed)} loading batch(es) of dead producers",
                  f"set aside {len(self.set_aside)} unreadable file(s)"]
+        if self.dead:
+            parts.append(f"dead-lettered {len(self.dead)} batch(es) that reached max_deliveries")
         if self.remote:
             parts.append(f"left {self.remote} file(s) owned by other hosts alone")
         return f"{self.path}: " + "; ".join(parts)
@@ -72,8 +80,28 @@ def _check_loading(path: str, count: int) -> str | None:
     return None
 
 
-def recover(folder: str | Folder) -> RecoveryReport:
-    """Run one recovery pass over ``folder``.  Safe to run concurrently with anything."""
+def _is_this_process(owner: naming.Owner) -> bool:
+    me = _this_owner()
+    return owner.pid == me.pid and owner.start == me.start and owner.host == me.host
+
+
+_me: naming.Owner | None = None
+
+
+def _this_owner() -> naming.Owner:
+    global _me
+    if _me is None or _me.pid != os.getpid():
+        _me = naming.make_owner()
+    return _me
+
+
+def recover(folder: str | Folder, max_deliveries: int | None = None) -> RecoveryReport:
+    """Run one recovery pass over ``folder``.  Safe to run concurrently with anything.
+
+    A returned batch counts one delivery that ended without an ack; with
+    ``max_deliveries`` it goes to ``dead/`` once the count reaches it (without
+    it, the next consumer that has the setting dead-letters it at its claim).
+    """
     if not isinstance(folder, Folder):
         folder = Folder(folder)
     report = RecoveryReport(folder.path)
@@ -87,17 +115,27 @@ def recover(folder: str | Folder) -> RecoveryReport:
             if folder.set_aside(name, "bad-name"):
                 report.set_aside.append((name, "bad-name"))
             continue
-        alive = claimed.owner.is_alive()
+        if _is_this_process(claimed.owner):
+            # Our own claim: held only while a live Consumer of ours has it
+            # registered; otherwise nobody will ever ack or release it.
+            alive = name in held_here()
+        else:
+            alive = claimed.owner.is_alive()
         if alive is None:
             # The owner lives where its liveness cannot be checked from here.
             report.remote += 1
         elif not alive:
-            # Same ready name as before the claim: the batch keeps its place in line.
-            if not folder.release(name, claimed.ready_name):
+            # Same seal_ns and seq as before the claim: the batch keeps its place in line.
+            moved = folder.release(name, claimed.ready_name, max_deliveries=max_deliveries,
+                                   error=f"its consumer {claimed.owner} died (or dropped it) before an ack")
+            if moved is None:
                 continue  # its owner acked it just before dying, or another recovery won
-            log.warning("turbo_queue: returned %s of dead consumer %s to ready",
-                        claimed.ready_name, claimed.owner)
-            report.returned.append(claimed.ready_name)
+            if moved.startswith(naming.DEAD_DIR):
+                report.dead.append(moved)
+                continue
+            log.warning("turbo_queue: returned %s of dead consumer %s to ready as %s",
+                        claimed.ready_name, claimed.owner, moved)
+            report.returned.append(moved)
     for name in scan.loading:
         parsed = naming.parse_batch_name(name)
         if parsed is None:
@@ -123,3 +161,45 @@ def recover(folder: str | Folder) -> RecoveryReport:
         elif folder.set_aside(name, reason):
             report.set_aside.append((name, reason))
     return report
+
+
+class _Pacer:
+    """One recovery scan per folder per ``recover_interval`` for the whole process.
+
+    Every consumer of a process asks it before each claim; the check is a
+    clock read and a dict lookup, and only the first consumer past the
+    interval scans (the others go on claiming), so recovery keeps pace with
+    time whether the consumers are idle or all busy, and never costs a scan
+    per claim.  Reset in a forked child (its clock starts over).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+
+    def reset(self) -> None:
+        self._lock = threading.Lock()  # a parent thread may have held it at fork
+        self._last = {}
+
+    def due(self, path: str, interval: float) -> bool:
+        last = self._last.get(path)
+        return last is None or time.monotonic() - last >= interval
+
+    def maybe_recover(self, folder: Folder, interval: float, max_deliveries: int | None = None,
+                      force: bool = False) -> RecoveryReport | None:
+        """Run recovery if ``interval`` passed since this process last did (or ``force``); else None."""
+        if not force and not self.due(folder.path, interval):
+            return None
+        if not self._lock.acquire(blocking=False):
+            return None  # another thread of this process is scanning right now
+        try:
+            if not force and not self.due(folder.path, interval):
+                return None
+            self._last[folder.path] = time.monotonic()
+            return recover(folder, max_deliveries)
+        finally:
+            self._lock.release()
+
+
+pacer = _Pacer()
+os.register_at_fork(after_in_child=pacer.reset)

@@ -509,7 +509,7 @@ class KafkaSource:
 
 
 def run_worker(in_queue: Queue, out_queue: Queue, fn: Callable[[Any], Any], *, stop: Any = None,
-               batch_timeout: float = 1.0, many: bool = False) -> int:
+               batch_timeout: float = 1.0, many: bool = False, retry_backoff: float = 1.0) -> int:
     """Apply ``fn`` to every item of ``in_queue`` and put the results into ``out_queue``.
 
     ``fn(item)`` returns the result to put, or None to drop the item; with
@@ -520,6 +520,12 @@ def run_worker(in_queue: Queue, out_queue: Queue, fn: Callable[[Any], Any], *, s
     Each input batch is acked only after its results are sealed in
     ``out_queue``: a worker that dies mid-batch has the batch delivered again
     (its results may then be queued twice: at-least-once, never lost).
+
+    A batch whose ``fn`` raises (or that cannot be read here) goes back to
+    ready and is logged; the worker waits ``retry_backoff`` seconds and goes
+    on, so one poison batch never takes workers down.  Give ``in_queue`` a
+    ``max_deliveries`` to have such a batch moved to ``dead/`` after that
+    many tries instead of retried for ever.
     """
     done = 0
     with in_queue.consumer() as consumer, out_queue.producer() as producer:
@@ -539,8 +545,26 @@ def run_worker(in_queue: Queue, out_queue: Queue, fn: Callable[[Any], Any], *, s
                 continue
             except Closed:
                 break
+            except Exception as exc:
+                # batch() released it (counted toward max_deliveries): not
+                # acked, not lost, and this worker stays up for the next one.
+                log.error("turbo_queue.kafka: worker could not process a batch of %s: %r; it is back in the "
+                          "queue, going on in %g s", in_queue.path, exc, retry_backoff)
+                _pause(stop, retry_backoff)
+                continue
             done += len(items)
     return done
+
+
+def _pause(stop: Any, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
+    wait = getattr(stop, "wait", None)
+    if wait is not None:
+        wait(seconds)
+        return
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not _stop_requested(stop):
+        time.sleep(min(0.05, max(0.0, end - time.monotonic())))
 
 
 # ---------------------------------------------------------------------------
