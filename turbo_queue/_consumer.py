@@ -234,6 +234,9 @@ class Consumer:
         # may have raised on it), so it goes back to ready, never acked.
         if exc_type is not None and self._held is not None and self._pid == os.getpid() and not self._closed:
             self._release(exc)
+        elif exc_type is None:
+            # Left cleanly (a ``break`` included): what was handed out was handled.
+            self._unconfirmed = None
         self.close()
 
     def __repr__(self) -> str:
