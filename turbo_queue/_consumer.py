@@ -8,11 +8,20 @@ that loses a race picks at random among the next few oldest
 (``STAMPEDE_WINDOW``) instead of the next in line.
 
 Delivery is at-least-once: a batch is deleted (acked) only after the caller
-is done with it, that is when it asks for more, leaves the ``batch()``
-block cleanly, calls :meth:`Consumer.ack` or closes the consumer.  If the
-consumer process dies first, its claimed file is returned to ready by the
-recovery that idle consumers run (at most every ``recover_interval``
-seconds), and another consumer gets the batch again.
+is done with it, that is when it asks for more, leaves the ``batch()`` or
+``with queue.consumer()`` block cleanly, calls :meth:`Consumer.ack` or
+closes the consumer.  An exception leaving either block returns the batch
+in hand to ready, even when its last item was handed out; so does a
+Consumer dropped without ``close()`` (its finalizer).  If the consumer
+process dies first, its claimed file is returned to ready by the recovery
+that the consumers of every process run, paced by time (one scan per
+``recover_interval`` per process, busy or idle, and one at start), and
+another consumer gets the batch again.  Each such return counts one
+delivery in the batch's name; at ``max_deliveries`` it goes to ``dead/``.
+
+Only a file that is not a batch is set aside.  A good batch this consumer
+cannot read (a local OSError, MemoryError, an item it cannot load) goes
+back to ready and the caller gets :class:`BatchReadError`.
 """
 
 from __future__ import annotations
