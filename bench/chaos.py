@@ -284,17 +284,18 @@ def _producer_worker(queue: turbo_queue.Queue, log_path: str, tag: str, stop, se
 
 def _log_recoveries(rec: _Log) -> None:
     """Make this process's consumers log what each of their recoveries did."""
-    from turbo_queue import _consumer
+    from turbo_queue import _consumer, _recovery
 
-    real = _consumer.recover
+    real = _recovery.recover
 
-    def recover(folder: str):
-        report = real(folder)
+    def recover(folder, *args, **kwargs):
+        report = real(folder, *args, **kwargs)
         if report:
             rec(f"V {len(report.returned)} {len(report.sealed)} {len(report.set_aside)}")
         return report
 
-    _consumer.recover = recover
+    # Drain detection calls it from _consumer, the paced scans from _recovery.
+    _consumer.recover = _recovery.recover = recover
 
 
 def _consumer_worker(queue: turbo_queue.Queue, log_path: str, tag: str, seed: int, work_s: float,
