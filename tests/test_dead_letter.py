@@ -197,3 +197,15 @@ def test_run_worker_survives_a_poison_batch(tmp_path):
     b.close()
     with b.consumer() as c:
         assert sorted(c) == [2, 4, 6, 14, 16, 18]
+
+
+def test_a_clean_close_part_way_through_a_batch_is_not_counted(qpath):
+    q = turbo_queue.Queue(qpath, batch_size=3, max_batch_age=None, max_deliveries=1)
+    with q.producer() as p:
+        p.put_many(range(3))
+    name = w.queue_files(qpath)[0]
+    with q.consumer() as c:
+        assert c.get(timeout=0) == 0
+    assert w.queue_files(qpath) == [name]  # back whole, under its own name, not dead
+    with q.consumer() as c:
+        assert c.get_batch(timeout=0) == [0, 1, 2]

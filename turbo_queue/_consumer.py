@@ -214,7 +214,7 @@ class Consumer:
                 raise
 
     def close(self) -> None:
-        """Ack a fully handed-out batch, release a partly handed-out one.  Idempotent."""
+        """Ack a fully handed-out batch, release a partly handed-out one (not counted).  Idempotent."""
         if self._closed:
             return
         if self._pid != os.getpid():
@@ -224,10 +224,14 @@ class Consumer:
         try:
             # Before marking it closed: ack() and release() refuse a closed consumer.
             if self._held is not None:
-                if self._pos >= len(self._items) and self._unconfirmed != self._held:
+                if self._unconfirmed == self._held:
+                    self._release(None)  # maybe an exception left the loop: counted
+                elif self._pos >= len(self._items):
                     self.ack()
                 else:
-                    self._release(None)
+                    # A clean stop part way through: the items not handed out
+                    # go back, and no failure is counted against the batch.
+                    self._release(None, count=False)
         finally:
             self._closed = True
             self._waiter.close()
@@ -277,7 +281,7 @@ class Consumer:
         self._items, self._pos = [], 0
         self._unconfirmed = None
 
-    def _release(self, exc: BaseException | None) -> None:
+    def _release(self, exc: BaseException | None, count: bool = True) -> None:
         """Return the held batch (counted as a delivery without an ack; dead at max_deliveries)."""
         name, ready = self._hold.claimed, self._hold.ready
         if name is None:
@@ -287,7 +291,7 @@ class Consumer:
         # so that it is the next one out (its place in line), not skipped.
         self._candidates = []
         error = "released without an ack" if exc is None else f"{type(exc).__name__}: {exc}"
-        moved = self._folder.release(name, ready, max_deliveries=self._max_deliveries, error=error)
+        moved = self._folder.release(name, ready, count=count, max_deliveries=self._max_deliveries, error=error)
         if moved is None:
             log.warning("turbo_queue: claimed batch %s vanished before its release", name)
 
