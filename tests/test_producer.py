@@ -181,18 +181,54 @@ def test_put_raises_closed_within_a_second_of_a_foreign_close(qpath, closer):
 
 
 def test_put_after_reopen_is_accepted_again(qpath):
-    q = turbo_queue.Queue(qpath, batch_size=1000, max_batch_age=None)
+    q = turbo_queue.Queue(qpath, batch_size=10_000_000, max_batch_age=None)
     p = q.producer()
     p.put(0)
     other = turbo_queue.Queue(qpath)
     other.close()
-    p._halted = True  # as the background thread leaves it once it saw the marker
+    deadline = time.monotonic() + 30  # upper bound only
     with pytest.raises(Closed):
-        p.put(1)
+        while time.monotonic() < deadline:
+            p.put(1)  # accepted until the producer sees the marker
+            time.sleep(0.001)
     other.reopen()
-    p.put(2)  # the marker decides, not a stale flag
+    p.put(2)  # at once: the marker decides, not what the producer saw before
     p.close()
-    assert drain(q) == [0, 2]
+    got = drain(q)
+    assert got[0] == 0 and got[-1] == 2 and set(got) == {0, 1, 2}
+
+
+def test_close_with_a_timeout_ends_while_another_threads_put_waits_for_room(qpath):
+    q, p = full_queue(qpath)
+    result = {}
+
+    def blocked_put():
+        try:
+            p.put("third", timeout=30)  # holds the producer while it waits for room
+        except BaseException as exc:  # noqa: BLE001
+            result["exc"] = exc
+
+    t = threading.Thread(target=blocked_put)
+    t.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not p._lock.locked() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        with pytest.raises(Full, match="another thread"):
+            p.close(timeout=0.2)
+        assert t.is_alive(), "close waited for the other thread's put to end"
+        assert p.pending == 1
+    finally:
+        with q.consumer() as c:
+            got = c.get_batch(timeout=0)  # room: the blocked put seals "pending" and buffers "third"
+            c.ack()
+            t.join(30)
+            got += c.get_batch(timeout=5)
+            c.ack()
+            p.close(timeout=10)
+            got += c.get_batch(timeout=5)
+    assert "exc" not in result
+    assert got == ["sealed", "pending", "third"]
 
 
 def test_blocked_put_many_ends_at_close_and_says_how_many_it_queued(qpath):

@@ -224,9 +224,12 @@ class Producer:
         deadline = self._deadline(timeout)
         if self._pid != os.getpid():
             raise self._forked_error()
-        with self._lock:
+        self._acquire(deadline)
+        try:
             if self._count:
                 self._seal_locked(deadline)
+        finally:
+            self._lock.release()
 
     def close(self, timeout: float | None = None) -> None:
         """Seal what is pending and stop the age-flush thread.  Idempotent.
@@ -240,7 +243,8 @@ class Producer:
             self._closed = self._halted = True
             return
         deadline = self._deadline(timeout)
-        with self._lock:
+        self._acquire(deadline)
+        try:
             if self._closed:
                 return
             # Sealing and marking closed under one hold of the lock: a put
@@ -249,6 +253,8 @@ class Producer:
             if self._count:
                 self._seal_locked(deadline)
             self._closed = self._halted = True
+        finally:
+            self._lock.release()
         self._stop_flusher.set()
         flusher = self._flusher
         if flusher is not None and flusher is not threading.current_thread():
@@ -304,6 +310,17 @@ class Producer:
                 self._deadline(timeout)  # a bad timeout is refused whether or not it is used
             return time.monotonic()  # no waiting: Full at once if there is no room
         return self._deadline(timeout)
+
+    def _acquire(self, deadline: float | None) -> None:
+        """Take the lock within the deadline of a flush or close.
+
+        A put of another thread holds it while it waits for room: the exit
+        hook's close(timeout) must end (and report) rather than hang on it.
+        """
+        wait = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._lock.acquire(timeout=wait):
+            raise Full("another thread's put holds this producer while it waits for room (max_ready)",
+                       self._dir)
 
     def _check_halted(self) -> None:
         """Raise why puts stop, or clear a stale hint (the queue was reopened)."""
