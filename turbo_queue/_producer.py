@@ -122,8 +122,8 @@ class Producer:
         # append (each extra Python call here costs ~5% of a put).
         deadline = None if timeout is None and block else self._put_deadline(block, timeout)
         if self._pid != getpid():
-            # Checked before taking the lock: a lock held by the parent's
-            # flush thread at fork time stays locked forever in the child.
+            # A producer made before fork is the parent's: its buffered
+            # items are sealed by the parent, never by a child too.
             raise self._forked_error()
         try:
             data = self._dumps(item)
