@@ -202,9 +202,11 @@ def _install_slow_seal(pause: float) -> None:
         while view:
             view = view[os.write(fd, view):]
 
-    def write_file(path: str, data: bytes, durable: bool) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    def write_file(path: str, data: bytes, durable: bool, mode: int = 0o600) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
+            if mode & 0o077:
+                os.fchmod(fd, mode)  # as turbo_queue._batch.write_file: the folder's group access
             half = len(data) // 2
             write_all(fd, data[:half])
             time.sleep(pause)  # a kill here leaves a torn loading file

@@ -133,10 +133,18 @@ def read_file(path: str) -> bytes:
         return f.read()
 
 
-def write_file(path: str, data: bytes, durable: bool) -> None:
-    """Write a new file (never overwriting: O_EXCL), fsync'd when ``durable``."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def write_file(path: str, data: bytes, durable: bool, mode: int = 0o600) -> None:
+    """Write a new file (never overwriting: O_EXCL) with ``mode``, fsync'd when ``durable``.
+
+    ``mode`` comes from the queue folder (``Queue._open_folder``): 0600, or
+    0640/0660 in a folder shared by a group.  It is set exactly, whatever
+    the umask: a producer running with umask 077 in a 2770 folder must still
+    make batches the group's consumers can read.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
+        if mode & 0o077:
+            os.fchmod(fd, mode)  # one call per batch, only in shared folders
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]

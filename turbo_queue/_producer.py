@@ -19,11 +19,23 @@ were never sealed.  ``max_batch_age`` bounds that window in time and
 
 A background thread seals a partial batch once it is ``max_batch_age`` old,
 so an idle producer's last items are not stranded; ``put`` and that thread
-share one lock, which is uncontended in the common case.
+share one lock, which is uncontended in the common case.  The same thread
+looks for the ``CLOSED`` marker every :data:`CLOSED_CHECK_INTERVAL` seconds
+while a batch is open and raises a flag that ``put`` already tests (the
+attribute it tests for a closed producer), so ``put`` raises
+:class:`Closed` within a second of ``Queue.close()`` by any process, without
+a system call per item.
+
+A producer never drops what it accepted without saying so: a ``flush`` or
+``close`` that fails (``Full``, ``OSError``) leaves the items buffered and
+the producer open, so the call can be retried; a producer garbage-collected
+or still open at interpreter exit whose items cannot be sealed logs an ERROR
+on the ``turbo_queue`` logger with the count and the reason.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -44,7 +56,15 @@ if TYPE_CHECKING:
 
 __all__ = ["Producer"]
 
+log = logging.getLogger("turbo_queue")
+
 _live_producers: weakref.WeakSet[Producer] = weakref.WeakSet()
+
+#: Seconds between two looks for the CLOSED marker while a batch is open: a
+#: put raises Closed at most this long (plus scheduling) after a foreign close.
+CLOSED_CHECK_INTERVAL = 0.25
+#: How long the exit hook waits for room (max_ready) to seal a producer's items.
+EXIT_TIMEOUT = 5.0
 
 
 class Producer:
@@ -63,13 +83,22 @@ class Producer:
         self._seq = 0
         self._last_seal_ns = 0
         self._lock = threading.Lock()
-        self._waiter = FolderWaiter(self._dir, wake_on=(naming.CLAIMED,))
+        #: Batch files get the folder's group access (see Queue._open_folder).
+        self._file_mode = queue._file_mode
+        # A claim makes room (max_ready); CLOSED ends a put blocked on room.
+        self._waiter = FolderWaiter(self._dir, wake_on=(naming.CLAIMED, naming.CLOSED_MARKER))
         # The batch being filled: finished records plus the current run of single puts.
         self._records: list[tuple[int, bytes | None, bytes]] = []
         self._run: list[bytes] = []
         self._count = 0
         self._first_put = 0.0  # monotonic time of the oldest unsealed item
         self._closed = False
+        # True once put must stop and find out why: this producer is closed,
+        # or the background thread saw the CLOSED marker (a hint that put
+        # confirms with one stat; see _check_halted).  One attribute, so put
+        # tests it where it tested _closed alone.
+        self._halted = False
+        self._loss_reported = -1  # pending count already logged as lost (no second log)
         self._flusher: threading.Thread | None = None
         self._stop_flusher = threading.Event()
         self.sealed_batches = 0
@@ -78,31 +107,36 @@ class Producer:
 
     # -- public API -------------------------------------------------------
 
-    def put(self, item: Any, timeout: float | None = None) -> None:
-        """Add one item.  Blocks while ``max_ready`` sealed batches are waiting.
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Add one item, as ``queue.Queue.put`` does.
 
-        Raises :class:`Full` if ``timeout`` seconds pass without room (the item
-        is then not queued), :class:`Closed` once the queue is closed, and
+        Blocks while ``max_ready`` sealed batches are waiting and this item
+        needs a new batch: for ever if ``block`` is true and ``timeout`` is
+        None, at most ``timeout`` seconds otherwise; with ``block`` false it
+        does not wait at all.  Raises :class:`Full` when there is no room in
+        time (the item is then not queued), :class:`Closed` once the queue is
+        closed by any process on the path (within
+        :data:`CLOSED_CHECK_INTERVAL` seconds, also while blocked), and
         ``TypeError`` (the producer stays usable, nothing partial is queued)
         if the serializer cannot encode the item.
         """
         # The hot path: kept to one serialization call, one lock and one
         # append (each extra Python call here costs ~5% of a put).
-        deadline = None if timeout is None else self._deadline(timeout)
+        deadline = None if timeout is None and block else self._put_deadline(block, timeout)
         if self._pid != getpid():
-            # Checked before taking the lock: a lock held by the parent's
-            # flush thread at fork time stays locked forever in the child.
+            # A producer made before fork is the parent's: its buffered
+            # items are sealed by the parent, never by a child too.
             raise self._forked_error()
         try:
             data = self._dumps(item)
         except Exception as exc:
             raise _encode_error(item, self._serializer.name, exc) from exc
         with self._lock:
-            if self._closed:
-                raise TurboQueueError("put on a closed Producer", self._dir)
+            if self._halted:
+                self._check_halted()
             count = self._count
             if count >= self._batch_size:
-                self._seal_locked(deadline)
+                self._seal_locked(deadline, for_put=True)
                 count = 0
             if count == 0:
                 self._start_batch_locked()
@@ -119,74 +153,115 @@ class Producer:
                     # put, flush or close retries the seal and raises.
                     pass
 
+    def put_nowait(self, item: Any) -> None:
+        """``put(item, block=False)``: :class:`Full` at once if the item needs room there is not."""
+        self.put(item, False)
+
     def put_many(self, items: Iterable[Any], timeout: float | None = None) -> None:
         """Add many items, serialized together in chunks (cheaper per item than ``put``).
 
-        Items are split across batches at ``batch_size``.  If the serializer
-        cannot encode a chunk, ``TypeError`` names the first item it cannot
-        encode and no item of that chunk is queued (earlier chunks are).
+        Items are split across batches at ``batch_size``.  Either every item
+        is queued or an exception is raised (:class:`Full`, ``TypeError``,
+        :class:`Closed`, ``OSError`` alike) whose ``queued`` attribute is the
+        number of leading items that were queued: ``items[:exc.queued]`` are
+        in the queue, the rest are not, so a retry passes
+        ``items[exc.queued:]`` and nothing is queued twice.  If the
+        serializer cannot encode a chunk, ``TypeError`` names the first item
+        it cannot encode and no item of that chunk is queued.
+        """
+        pos = 0
+        try:
+            deadline = self._deadline(timeout)
+            if self._pid != os.getpid():
+                raise self._forked_error()
+            items = items if isinstance(items, list) else list(items)
+            ser = self._serializer
+            while pos < len(items):
+                with self._lock:
+                    self._check_usable()
+                    if self._halted:
+                        self._check_halted()
+                    if self._count >= self._batch_size:
+                        self._seal_locked(deadline, for_put=True)
+                    if self._count == 0:
+                        self._start_batch_locked()
+                    take = min(self._batch_size - self._count, len(items) - pos)
+                    chunk = items[pos:pos + take]
+                    if ser.many:
+                        try:
+                            data = ser.dumps_many(chunk)
+                        except Exception as exc:
+                            raise _encode_error(_first_unencodable(chunk, ser.dumps), ser.name, exc) from exc
+                        self._end_run_locked()
+                        self._records.append((1, None, data))
+                    else:
+                        encoded = []
+                        for item in chunk:
+                            try:
+                                encoded.append(self._dumps(item))
+                            except Exception as exc:
+                                raise _encode_error(item, ser.name, exc) from exc
+                        self._run.extend(encoded)
+                    self._count += take
+                    pos += take
+                    if self._count >= self._batch_size:
+                        try:
+                            self._seal_locked(deadline, wait=False)
+                        except OSError:
+                            pass  # as in put: these items are queued; the next call raises
+        except BaseException as exc:
+            # How many leading items are in: the caller's retry must not
+            # queue them twice (test_put_many_says_how_many_it_queued).
+            try:
+                exc.queued = pos
+            except AttributeError:  # an exception type without __dict__
+                pass
+            raise
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Seal the current partial batch now (no-op when nothing is pending).
+
+        On :class:`Full` or ``OSError`` the items stay buffered: call it again.
         """
         deadline = self._deadline(timeout)
         if self._pid != os.getpid():
             raise self._forked_error()
-        items = items if isinstance(items, list) else list(items)
-        ser = self._serializer
-        pos = 0
-        while pos < len(items):
-            with self._lock:
-                self._check_usable()
-                if self._count >= self._batch_size:
-                    self._seal_locked(deadline)
-                if self._count == 0:
-                    self._start_batch_locked()
-                take = min(self._batch_size - self._count, len(items) - pos)
-                chunk = items[pos:pos + take]
-                if ser.many:
-                    try:
-                        data = ser.dumps_many(chunk)
-                    except Exception as exc:
-                        raise _encode_error(_first_unencodable(chunk, ser.dumps), ser.name, exc) from exc
-                    self._end_run_locked()
-                    self._records.append((1, None, data))
-                else:
-                    encoded = []
-                    for item in chunk:
-                        try:
-                            encoded.append(self._dumps(item))
-                        except Exception as exc:
-                            raise _encode_error(item, ser.name, exc) from exc
-                    self._run.extend(encoded)
-                self._count += take
-                pos += take
-                if self._count >= self._batch_size:
-                    try:
-                        self._seal_locked(deadline, wait=False)
-                    except OSError:
-                        pass  # as in put: these items are queued; the next call raises
-
-    def flush(self, timeout: float | None = None) -> None:
-        """Seal the current partial batch now (no-op when nothing is pending)."""
-        deadline = self._deadline(timeout)
-        if self._pid != os.getpid():
-            raise self._forked_error()
-        with self._lock:
+        self._acquire(deadline)
+        try:
             if self._count:
                 self._seal_locked(deadline)
+        finally:
+            self._lock.release()
 
     def close(self, timeout: float | None = None) -> None:
-        """Seal what is pending and stop the age-flush thread.  Idempotent."""
+        """Seal what is pending and stop the age-flush thread.  Idempotent.
+
+        If sealing fails (:class:`Full` after ``timeout``, an ``OSError`` such
+        as a full disk) the exception propagates and the producer stays open
+        with its items, as if close had not been called: fix the cause and
+        call ``close()`` again.  Items it accepted are never dropped silently.
+        """
         if self._closed or self._pid != os.getpid():
-            self._closed = True
+            self._closed = self._halted = True
             return
+        deadline = self._deadline(timeout)
+        self._acquire(deadline)
         try:
-            self.flush(timeout)
+            if self._closed:
+                return
+            # Sealing and marking closed under one hold of the lock: a put
+            # from another thread lands before (and is sealed) or after (and
+            # is refused), never in between.
+            if self._count:
+                self._seal_locked(deadline)
+            self._closed = self._halted = True
         finally:
-            self._closed = True
-            self._stop_flusher.set()
-            flusher = self._flusher
-            if flusher is not None and flusher is not threading.current_thread():
-                flusher.join()
-            self._waiter.close()
+            self._lock.release()
+        self._stop_flusher.set()
+        flusher = self._flusher
+        if flusher is not None and flusher is not threading.current_thread():
+            flusher.join()
+        self._waiter.close()
 
     @property
     def pending(self) -> int:
@@ -201,13 +276,19 @@ class Producer:
 
     def __del__(self) -> None:
         # A producer dropped without close() (``queue.producer().put(x)``)
-        # would silently lose what it buffers: seal it, without waiting for
-        # room.  Never in a forked child: those items are the parent's.
+        # must not lose what it buffers without a word: seal it, without
+        # waiting for room, and say so if that fails.  Never in a forked
+        # child: those items are the parent's.
         try:
-            if self._count and not self._closed and self._pid == os.getpid():
-                self.close(timeout=0)
-        except Exception:
-            pass
+            count = self._count
+            if not count or self._closed or self._pid != os.getpid():
+                return
+        except AttributeError:  # __init__ did not finish
+            return
+        try:
+            self.close(timeout=0)
+        except Exception as exc:
+            self._report_loss(count, "was garbage-collected without close()", exc)
 
     def __repr__(self) -> str:
         return f"<turbo_queue.Producer {self._owner_text} on {self._dir!r} pending={self._count}>"
@@ -225,6 +306,41 @@ class Producer:
             raise ValueError(f"timeout: must be a non-negative number, got {timeout!r}")
         return time.monotonic() + timeout
 
+    def _put_deadline(self, block: bool, timeout: float | None) -> float:
+        if not block:
+            if timeout is not None:
+                self._deadline(timeout)  # a bad timeout is refused whether or not it is used
+            return time.monotonic()  # no waiting: Full at once if there is no room
+        return self._deadline(timeout)
+
+    def _acquire(self, deadline: float | None) -> None:
+        """Take the lock within the deadline of a flush or close.
+
+        A put of another thread holds it while it waits for room: the exit
+        hook's close(timeout) must end (and report) rather than hang on it.
+        """
+        wait = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._lock.acquire(timeout=wait):
+            raise Full("another thread's put holds this producer while it waits for room (max_ready)",
+                       self._dir)
+
+    def _check_halted(self) -> None:
+        """Raise why puts stop, or clear a stale hint (the queue was reopened)."""
+        if self._closed:
+            raise TurboQueueError("put on a closed Producer", self._dir)
+        # The marker decides, as in Queue.is_closed: the background thread's
+        # flag only says it was there at its last look.
+        if self._queue.is_closed():
+            raise Closed("the queue is closed; no more puts", self._dir)
+        self._halted = False
+
+    def _report_loss(self, count: int, how: str, exc: BaseException) -> None:
+        if self._loss_reported == self._count:
+            return  # the exit hook said it already; __del__ at teardown must not repeat it
+        self._loss_reported = self._count
+        log.error("turbo_queue producer on %s %s and could not seal its %d pending item%s; they are "
+                  "lost: %s: %s", self._dir, how, count, "" if count == 1 else "s", type(exc).__name__, exc)
+
     def _forked_error(self) -> TurboQueueError:
         return TurboQueueError(
             "this Producer was made in another process (before fork); call queue.producer() in this one",
@@ -238,13 +354,14 @@ class Producer:
             raise TurboQueueError("put on a closed Producer", self._dir)
 
     def _start_batch_locked(self) -> None:
-        # One closed-check per batch, not per item: it costs a syscall.  A put
-        # racing with close() may still seal one more batch; consumers drain
-        # ready batches until none is left, and stats() shows any stragglers.
+        # One closed-check per batch here (it costs a syscall); within a
+        # batch the background thread looks every CLOSED_CHECK_INTERVAL.  A
+        # put racing with close() may still seal one more batch; consumers
+        # drain ready batches until none is left, and stats() shows any stragglers.
         if self._queue.is_closed():
             raise Closed("the queue is closed; no more puts", self._dir)
         self._first_put = time.monotonic()
-        if self._flusher is None and self._queue.max_batch_age is not None:
+        if self._flusher is None:
             self._start_flusher()
 
     def _end_run_locked(self) -> None:
@@ -253,9 +370,14 @@ class Producer:
             self._records.append((0, lengths_bytes(array("Q", map(len, run))), b"".join(run)))
             self._run = []
 
-    def _seal_locked(self, deadline: float | None, wait: bool = True) -> bool:
-        """Seal the pending batch.  Returns False if ``wait`` is false and there is no room."""
-        if not self._wait_for_room(deadline, wait):
+    def _seal_locked(self, deadline: float | None, wait: bool = True, for_put: bool = False) -> bool:
+        """Seal the pending batch.  Returns False if ``wait`` is false and there is no room.
+
+        ``for_put``: a put waits for room to seal the previous batch; it
+        raises Closed if the queue is closed meanwhile (flush and close do
+        not: consumers drain a closed queue, so room comes).
+        """
+        if not self._wait_for_room(deadline, wait, for_put):
             return False
         self._end_run_locked()
         seal_ns = max(time.time_ns(), self._last_seal_ns + 1)
@@ -266,7 +388,7 @@ class Producer:
         data = encode_batch(self._records, self._count, self._serializer.name, self._owner_text, seal_ns)
         durable = self._queue.durable
         try:
-            write_file(loading, data, durable)
+            write_file(loading, data, durable, self._file_mode)
         except OSError as exc:
             # Disk full, folder gone or read-only: the items stay buffered, so
             # the caller can free space and call flush() again.
@@ -294,7 +416,7 @@ class Producer:
         self._count = 0
         return True
 
-    def _wait_for_room(self, deadline: float | None, wait: bool) -> bool:
+    def _wait_for_room(self, deadline: float | None, wait: bool, for_put: bool = False) -> bool:
         max_ready = self._queue.max_ready
         if max_ready is None:
             return True
@@ -303,6 +425,10 @@ class Producer:
         while self._folder.count_ready() >= max_ready:
             if not wait:
                 return False
+            if for_put and self._queue.is_closed():
+                # The waiter wakes on the CLOSED rename: a blocked put ends
+                # as soon as any process closes the queue (test_blocked_put_many_ends_at_close).
+                raise Closed("the queue was closed while this put waited for room", self._dir)
             if deadline is not None and time.monotonic() >= deadline:
                 raise Full(f"{max_ready} sealed batches are waiting (max_ready); put timed out", self._dir)
             self._waiter.wait(deadline)
@@ -315,35 +441,49 @@ class Producer:
         self._flusher = thread
         thread.start()
 
-    def _flush_if_old(self) -> None:
+    def _tick(self, interval: float) -> None:
+        """One wake of the background thread: look for CLOSED, seal an old partial batch."""
+        if self._closed or self._pid != os.getpid():
+            return
+        # Only while a batch is open: a put that starts one looks itself.
+        if self._count and not self._halted and self._queue.is_closed():
+            self._halted = True
         age = self._queue.max_batch_age
+        if age is None:
+            return
         with self._lock:
-            if self._closed or not self._count or self._pid != os.getpid():
+            if self._closed or not self._count:
                 return
-            # The loop wakes every age/4, so sealing at 3/4 of the age keeps
-            # every batch's oldest item under max_batch_age when it is sealed.
-            if time.monotonic() - self._first_put >= 0.75 * age:
+            # The thread wakes every `interval` (at most age/4), so sealing
+            # at age - interval keeps every batch's oldest item under
+            # max_batch_age when it is sealed.
+            if time.monotonic() - self._first_put >= age - interval:
                 try:
                     self._seal_locked(None, wait=False)
                 except OSError:
                     pass  # disk trouble: the next put or flush reports it to the caller
 
 
+def _tick_interval(max_batch_age: float | None) -> float:
+    if max_batch_age is None:
+        return CLOSED_CHECK_INTERVAL
+    return max(min(max_batch_age / 4, CLOSED_CHECK_INTERVAL), 0.001)
+
+
 def _flush_loop(ref: weakref.ref[Producer], stop: threading.Event) -> None:
-    """Age flush: seal a partial batch once it is max_batch_age old."""
+    """The producer's background thread: age flush and the look for CLOSED."""
     while True:
         producer = ref()
         if producer is None:
             return
-        age = producer._queue.max_batch_age
-        interval = max(age / 4, 0.001)
+        interval = _tick_interval(producer._queue.max_batch_age)
         del producer
         if stop.wait(interval):
             return
         producer = ref()
         if producer is None:
             return
-        producer._flush_if_old()
+        producer._tick(interval)
         del producer
 
 
@@ -370,14 +510,36 @@ def _first_unencodable(items: list[Any], dumps) -> Any:
 
 
 def _close_all_at_exit() -> None:
-    """Seal what live producers still hold when the interpreter exits normally."""
+    """Seal what live producers still hold when the interpreter exits normally.
+
+    Waits up to EXIT_TIMEOUT seconds for room per producer; what still cannot
+    be sealed is logged as an ERROR with its count and the reason.
+    """
     for producer in list(_live_producers):
         try:
-            producer.close(timeout=5)
-        except Exception:
-            pass
+            count = producer._count
+            if producer._closed or producer._pid != os.getpid():
+                continue
+            producer.close(timeout=EXIT_TIMEOUT)
+        except BaseException as exc:  # noqa: BLE001 - an interrupted exit is reported too
+            producer._report_loss(count, "was still open at interpreter exit", exc)
+
+
+def _after_fork_in_child() -> None:
+    # The child has no thread but this one: a lock held by one of the
+    # parent's threads (a put, the flusher) would stay held for ever, and the
+    # flusher Thread object describes a thread that does not exist here.
+    # These producers belong to the parent (they refuse use here); the
+    # exit hook must leave them alone too.
+    for producer in list(_live_producers):
+        producer._lock = threading.Lock()
+        producer._flusher = None
+        producer._stop_flusher = threading.Event()
+    _live_producers.clear()
 
 
 import atexit  # noqa: E402
 
 atexit.register(_close_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -97,6 +97,10 @@ class Queue:
         st = os.stat(path)
         if not stat.S_ISDIR(st.st_mode):
             raise NotADirectoryError(20, "queue path is not a folder", path)
+        # Batch files take the folder's group access (read, write), never
+        # others': a 2770 group folder gets 0660 batches its other users can
+        # consume; a private folder gets 0600 (docs/security.md).
+        self._file_mode = 0o600 | (stat.S_IMODE(st.st_mode) & 0o060)
         # A folder owned by another user (not root) is writable by that user
         # whatever its mode: the same risk as a group- or world-writable one.
         foreign = hasattr(os, "geteuid") and st.st_uid not in (os.geteuid(), 0)
@@ -145,9 +149,9 @@ class Queue:
     def close(self) -> None:
         """Mark the end of the stream for every process on this path.
 
-        Puts that start a new batch raise :class:`Closed` from then on (the
-        marker is checked once per batch, not per item); consumers drain what
-        is sealed and then end.  Call it once all producers have closed (or
+        Every producer's ``put`` raises :class:`Closed` within a second from
+        then on (each producer looks for the marker in the background, not
+        per item); consumers drain what is sealed and then end.  Call it once all producers have closed (or
         flushed): a producer still holding a partial batch may seal it after
         consumers have ended, and it then waits in the folder (``stats()``
         shows it) until the queue is reopened and drained.

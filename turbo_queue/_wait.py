@@ -25,6 +25,7 @@ import select
 import struct
 import sys
 import time
+import weakref
 
 __all__ = ["FolderWaiter"]
 
@@ -36,6 +37,9 @@ _IN_Q_OVERFLOW, _IN_IGNORED = 0x4000, 0x8000
 _EVENT = struct.Struct("iIII")
 
 _libc = None
+
+#: Every waiter of this process, so a forked child can close the descriptors it inherited.
+_waiters: weakref.WeakSet[FolderWaiter] = weakref.WeakSet()
 
 
 def _inotify_libc():
@@ -58,8 +62,8 @@ class FolderWaiter:
     """Sleep until something changes in ``path``, or a deadline passes.
 
     One per producer or consumer object; its inotify descriptor belongs to the
-    process that made it and is remade after fork (a child must not read
-    events meant for its parent).
+    process that made it.  A forked child closes its copy at once (see
+    :func:`_after_fork_in_child`) and makes its own when it first waits.
     """
 
     MIN_SLEEP = 0.001
@@ -75,11 +79,12 @@ class FolderWaiter:
         self._fd = -1
         self._pid = -1
         self._backoff = self.MIN_SLEEP
+        _waiters.add(self)
 
     def _inotify_fd(self) -> int:
         pid = os.getpid()
         if self._pid != pid:
-            self._fd, self._pid = -1, pid  # an inherited descriptor is the parent's
+            self._fd, self._pid = -1, pid  # not ours (closed at fork, see _after_fork_in_child)
             lib = _inotify_libc() if self._use_inotify else False
             if lib:
                 fd = lib.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
@@ -157,3 +162,22 @@ class FolderWaiter:
             pass
 
 
+
+
+def _after_fork_in_child() -> None:
+    # An inherited inotify descriptor is the parent's watch: reading it would
+    # steal the parent's events, and each open one counts against the
+    # per-user limit on inotify instances (128 by default), past which
+    # waiting silently falls back to polling.  Closing the child's copy leaves
+    # the parent's untouched (test_fork_child_owns_no_inherited_inotify_descriptor).
+    for waiter in list(_waiters):
+        fd, waiter._fd, waiter._pid = waiter._fd, -1, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
