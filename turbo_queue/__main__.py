@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+from ._lease import DEFAULT_LEASE_TIMEOUT
 from ._queue import folder_stats
 from ._recovery import recover
 
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("recover", help="return batches of dead owners to ready")
     p.add_argument("path")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--lease-timeout", type=float, default=DEFAULT_LEASE_TIMEOUT, metavar="S",
+                   help="recover files of owners that cannot be checked from here (other hosts, "
+                        f"containers) once unrenewed for S seconds (default {DEFAULT_LEASE_TIMEOUT:g})")
     args = parser.parse_args(argv)
     path = _existing(os.path.abspath(args.path))
 
@@ -74,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             pass
     else:
-        report = recover(path)
+        if not args.lease_timeout > 0:
+            parser.error("--lease-timeout: must be positive")
+        report = recover(path, args.lease_timeout)
         print(json.dumps(report.as_dict(), indent=2) if args.json else str(report))
     return 0
 

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from . import _lease
 from . import _naming as naming
 from ._batch import decode_batch, decode_items, read_file
 from ._errors import BatchFormatError, Closed, Empty, TurboQueueError
@@ -117,6 +118,7 @@ class Consumer:
             return
         name, self._held, self._held_ready = self._held, None, None
         self._items, self._pos = [], 0
+        _lease.drop(os.path.join(self._dir, name))  # [lease]
         try:
             os.unlink(os.path.join(self._dir, name))
         except FileNotFoundError:
@@ -134,6 +136,7 @@ class Consumer:
         # The released batch is older than the cached candidates: list again
         # so that it is the next one out (its place in line), not skipped.
         self._candidates = []
+        _lease.drop(os.path.join(self._dir, name))  # [lease]
         try:
             os.rename(os.path.join(self._dir, name), os.path.join(self._dir, ready))
         except FileNotFoundError:
@@ -208,7 +211,7 @@ class Consumer:
             now = time.monotonic()
             if now - self._last_recover >= self._queue.recover_interval:
                 self._last_recover = now
-                if recover(self._dir):
+                if recover(self._dir, self._queue.lease_timeout):
                     continue
             if self._queue.is_closed() and self._drained():
                 raise Closed("the queue is closed and drained", self._dir)
@@ -224,7 +227,7 @@ class Consumer:
         someone must be left to take it.  Dead owners' files are recovered
         first, so a crashed process cannot hold the end of stream back.
         """
-        if recover(self._dir):
+        if recover(self._dir, self._queue.lease_timeout):
             return False
         self._last_recover = time.monotonic()
         for name in os.listdir(self._dir):
@@ -259,6 +262,9 @@ class Consumer:
             index = random.randrange(min(STAMPEDE_WINDOW, len(cands))) if lost_race else 0
             ready = cands.pop(index)
             claimed = naming.claimed_name(self._owner, ready)
+            # [lease] The rename keeps the mtime (maybe the seal time, long past): renew first,
+            # so a recovery that cannot check this process never sees our claim as lapsed.
+            _lease.touch(os.path.join(self._dir, ready))
             try:
                 os.rename(os.path.join(self._dir, ready), os.path.join(self._dir, claimed))
             except FileNotFoundError:
@@ -271,8 +277,10 @@ class Consumer:
                 # makes such names; left there it would be retried for ever.
                 set_aside(self._dir, ready, "name-too-long")
                 continue
+            _lease.hold(os.path.join(self._dir, claimed), self._queue.lease_timeout)  # [lease]
             items = self._read_claimed(claimed, ready)
             if items is None:
+                _lease.drop(os.path.join(self._dir, claimed))  # [lease]
                 continue  # unreadable, set aside: try the next one
             self._held, self._held_ready = claimed, ready
             self.batches += 1

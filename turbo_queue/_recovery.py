@@ -9,9 +9,12 @@ renamed into ``aside/``, never deleted).  The test
 ``tests/test_queue_faults.py::test_concurrent_recover_no_duplicates``
 reproduces that race.
 
-Liveness is known only for owners on this host (pid exists and its start
-time matches the one in the name).  Files owned by another host sharing the
-folder are left alone and counted as ``remote``.
+Liveness is known exactly for owners in this kernel and PID namespace (pid
+exists and its start time matches the one in the name).  A file whose owner
+cannot be checked from here (another host sharing the folder, another
+container or PID namespace, a token of an older version) counts as
+``remote``; it is recovered once its lease lapsed (its mtime is older than
+``lease_timeout``, see ``_lease.py``) and left alone while the lease is live.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from . import _lease
 from . import _naming as naming
 from ._batch import decode_batch, read_file
 from ._errors import BatchFormatError
@@ -41,22 +45,27 @@ class RecoveryReport:
     sealed: list[str] = field(default_factory=list)
     #: (original name, reason) of files moved to aside/
     set_aside: list[tuple[str, str]] = field(default_factory=list)
-    #: loading/claimed files owned by another host (liveness unknown), left alone
+    #: loading/claimed files whose owner cannot be checked from here (another host,
+    #: PID namespace or kernel, or an old token), whether recovered or left alone
     remote: int = 0
+    #: names of those left alone because their lease is live (renewed within lease_timeout)
+    leased: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.returned or self.sealed or self.set_aside)
 
     def as_dict(self) -> dict:
         return {"path": self.path, "returned": list(self.returned), "sealed": list(self.sealed),
-                "set_aside": [list(x) for x in self.set_aside], "remote": self.remote}
+                "set_aside": [list(x) for x in self.set_aside], "remote": self.remote,
+                "leased": list(self.leased)}
 
     def __str__(self) -> str:
         parts = [f"returned {len(self.returned)} claimed batch(es) of dead consumers to ready",
                  f"sealed {len(self.sealed)} loading batch(es) of dead producers",
                  f"set aside {len(self.set_aside)} unreadable file(s)"]
-        if self.remote:
-            parts.append(f"left {self.remote} file(s) owned by other hosts alone")
+        if self.leased:
+            parts.append(f"left {len(self.leased)} file(s) alone whose owners cannot be checked from here "
+                         "and whose lease is live")
         return f"{self.path}: " + "; ".join(parts)
 
 
@@ -94,8 +103,12 @@ def _check_loading(path: str, count: int) -> str | None:
     return None
 
 
-def recover(folder: str) -> RecoveryReport:
-    """Run one recovery pass over ``folder``.  Safe to run concurrently with anything."""
+def recover(folder: str, lease_timeout: float = _lease.DEFAULT_LEASE_TIMEOUT) -> RecoveryReport:
+    """Run one recovery pass over ``folder``.  Safe to run concurrently with anything.
+
+    ``lease_timeout``: seconds after its last renewal that a file of an owner
+    that cannot be checked from here is recovered.
+    """
     report = RecoveryReport(folder)
     try:
         names = os.listdir(folder)
@@ -109,9 +122,12 @@ def recover(folder: str) -> RecoveryReport:
                     report.set_aside.append((name, "bad-name"))
                 continue
             alive = claimed.owner.is_alive()
-            if alive is None:
+            if alive is None:  # [lease] cannot be checked from here: the lease decides
                 report.remote += 1
-            elif not alive:
+                alive = not _lease.lease_lapsed(os.path.join(folder, name), lease_timeout)
+                if alive:
+                    report.leased.append(name)
+            if not alive:
                 try:
                     # Same ready name as before the claim: the batch keeps its place in line.
                     os.rename(os.path.join(folder, name), os.path.join(folder, claimed.ready_name))
@@ -127,9 +143,11 @@ def recover(folder: str) -> RecoveryReport:
                     report.set_aside.append((name, "bad-name"))
                 continue
             alive = parsed.owner.is_alive()
-            if alive is None:
+            if alive is None:  # [lease] cannot be checked from here: the lease decides
                 report.remote += 1
-                continue
+                alive = not _lease.lease_lapsed(os.path.join(folder, name), lease_timeout)
+                if alive:
+                    report.leased.append(name)
             if alive:
                 continue
             path = os.path.join(folder, name)
