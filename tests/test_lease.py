@@ -130,7 +130,7 @@ def test_claimed_names_stay_within_name_max(monkeypatch):
 # -- recovery by lease ----------------------------------------------------------------
 
 
-def test_other_host_files_recovered_only_after_their_lease(tmp_path):
+def test_other_host_files_recovered_only_after_their_lease(tmp_path, caplog):
     q = turbo_queue.Queue(tmp_path / "q", max_batch_age=None, lease_timeout=60)
     remote = _naming.Owner("some-other-host", 1234, 0, "0badf00d", "12345678")
     items = ["a", "b"]
@@ -148,7 +148,10 @@ def test_other_host_files_recovered_only_after_their_lease(tmp_path):
 
     age(q.path / loading, 61)
     age(q.path / claimed, 61)
-    report = q.recover()
+    with caplog.at_level("WARNING", logger="turbo_queue"):
+        report = q.recover()
+    lapsed = [r.getMessage() for r in caplog.records if "lapsed" in r.getMessage()]
+    assert len(lapsed) == 2 and all("some-other-host" in m for m in lapsed)
     assert report.returned == [ready]
     assert report.sealed == [_naming.parse_batch_name(loading).name(_naming.READY)]
     assert report.leased == []

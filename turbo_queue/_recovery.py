@@ -127,6 +127,9 @@ def recover(folder: str, lease_timeout: float = _lease.DEFAULT_LEASE_TIMEOUT) ->
                 alive = not _lease.lease_lapsed(os.path.join(folder, name), lease_timeout)
                 if alive:
                     report.leased.append(name)
+                else:
+                    log.warning("turbo_queue: lease of %s lapsed (%s cannot be checked from here)",
+                                name, claimed.owner)
             if not alive:
                 try:
                     # Same ready name as before the claim: the batch keeps its place in line.
@@ -148,6 +151,9 @@ def recover(folder: str, lease_timeout: float = _lease.DEFAULT_LEASE_TIMEOUT) ->
                 alive = not _lease.lease_lapsed(os.path.join(folder, name), lease_timeout)
                 if alive:
                     report.leased.append(name)
+                else:
+                    log.warning("turbo_queue: lease of %s lapsed (%s cannot be checked from here)",
+                                name, parsed.owner)
             if alive:
                 continue
             path = os.path.join(folder, name)
