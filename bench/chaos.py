@@ -288,8 +288,8 @@ def _log_recoveries(rec: _Log) -> None:
 
     real = _consumer.recover
 
-    def recover(folder: str):
-        report = real(folder)
+    def recover(folder: str, *args, **kwargs):
+        report = real(folder, *args, **kwargs)
         if report:
             rec(f"V {len(report.returned)} {len(report.sealed)} {len(report.set_aside)}")
         return report
