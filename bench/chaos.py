@@ -290,7 +290,7 @@ def _log_recoveries(rec: _Log) -> None:
 
     real = _recovery.recover
 
-    def recover(folder, *args, **kwargs):
+    def recover(folder: str, *args, **kwargs):
         report = real(folder, *args, **kwargs)
         if report:
             rec(f"V {len(report.returned)} {len(report.sealed)} {len(report.set_aside)}")

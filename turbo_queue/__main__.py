@@ -18,6 +18,7 @@ import time
 
 from ._folder import Folder
 from ._inspect import STATES, find_batch, format_peek, peek_batch
+from ._lease import DEFAULT_LEASE_TIMEOUT
 from ._queue import folder_stats
 from ._recovery import recover
 
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("recover", help="return batches of dead owners to ready")
     p.add_argument("path")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--lease-timeout", type=float, default=DEFAULT_LEASE_TIMEOUT, metavar="S",
+                   help="recover files of owners that cannot be checked from here (other hosts, "
+                        f"containers) once unrenewed for S seconds (default {DEFAULT_LEASE_TIMEOUT:g})")
     p = sub.add_parser("requeue", help="return dead batches to ready, delivery count reset")
     p.add_argument("path")
     p = sub.add_parser("peek", help="show a batch's metadata and items without changing anything")
@@ -89,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             pass
     elif args.command == "recover":
-        report = recover(path)
+        if not args.lease_timeout > 0:
+            parser.error("--lease-timeout: must be positive")
+        report = recover(path, lease_timeout=args.lease_timeout)
         print(json.dumps(report.as_dict(), indent=2) if args.json else str(report))
     elif args.command == "requeue":
         n = Folder(path).requeue_dead()

@@ -297,7 +297,8 @@ class Consumer:
 
     def _pace_recovery(self, force: bool = False) -> bool:
         try:
-            report = pacer.maybe_recover(self._folder, self._recover_interval, self._max_deliveries, force)
+            report = pacer.maybe_recover(self._folder, self._recover_interval, self._max_deliveries, force,
+                                         self._folder.lease_timeout)
         except OSError as exc:
             # Recovery is housekeeping: a failing scan must not stop claiming.
             log.warning("turbo_queue: recovery of %s failed: %s", self._dir, exc)
@@ -330,7 +331,7 @@ class Consumer:
         first, so a crashed process cannot hold the end of stream back, and
         a claim of this process that no Consumer holds is recovered too.
         """
-        if recover(self._folder, self._max_deliveries):
+        if recover(self._folder, self._max_deliveries, self._folder.lease_timeout):
             return False
         return self._folder.scan().in_flight == 0
 

@@ -19,6 +19,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+from . import _lease
 from . import _naming as naming
 
 __all__ = ["Folder", "Scan", "held_here"]
@@ -70,10 +71,13 @@ class Scan:
 class Folder:
     """The names of one queue folder and the transitions between them."""
 
-    __slots__ = ("path",)
+    __slots__ = ("lease_timeout", "path")
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, lease_timeout: float = _lease.DEFAULT_LEASE_TIMEOUT) -> None:
         self.path = path
+        #: How long a claim made here stays valid unrenewed for a process that cannot check
+        #: this one's pid (see _lease.py): this process renews its claims well within it.
+        self.lease_timeout = lease_timeout
 
     def __repr__(self) -> str:
         return f"Folder({self.path!r})"
@@ -174,12 +178,18 @@ class Folder:
         """
         claimed = naming.claimed_name(owner, ready)
         _held.add(claimed)
+        # The rename keeps the mtime (maybe the seal time, long past): renew it
+        # first, so that a recovery which cannot check this process's pid
+        # (another container or host) never sees the fresh claim as lapsed
+        # (tests/test_lease.py).
+        _lease.touch(self.join(ready))
         try:
             # Of several consumers renaming the same file, exactly one succeeds.
             os.rename(self.join(ready), self.join(claimed))
         except BaseException:
             _held.discard(claimed)
             raise
+        _lease.hold(self.join(claimed), self.lease_timeout)
         return claimed
 
     def release(self, claimed: str, ready: str, *, count: bool = True, max_deliveries: int | None = None,
@@ -208,6 +218,7 @@ class Folder:
             return target
         finally:
             _held.discard(claimed)
+            _lease.drop(self.join(claimed))
 
     def ack(self, claimed: str) -> bool:
         """claimed -> deleted.  False if the file is gone."""
@@ -217,6 +228,7 @@ class Folder:
             return False
         finally:
             _held.discard(claimed)
+            _lease.drop(self.join(claimed))
         return True
 
     def dead_letter(self, claimed: str, parsed: naming.BatchName, error: str | None) -> str | None:
@@ -255,6 +267,7 @@ class Folder:
             return os.path.join(naming.DEAD_DIR, dead)
         finally:
             _held.discard(claimed)
+            _lease.drop(self.join(claimed))
 
     def requeue_dead(self) -> int:
         """dead -> ready with the delivery count reset; returns how many batches were returned."""

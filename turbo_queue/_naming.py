@@ -9,8 +9,17 @@ process ever locks another.
 Grammar (``seal_ns`` zero-padded to 20 digits, ``seq`` to 12, so that the
 names of ready batches sort by seal time, then by the producer's sequence)::
 
-    owner    := host "-" pid "-" start "-" nonce
+    owner    := hostns "-" pid "-" start "-" nonce
+    hostns   := host ".." ns   |   host        (the second: "ns unknown", written by earlier
+                                               versions or where /proc gives no namespace;
+                                               earlier versions read the first as a foreign
+                                               host name and leave its files alone)
                 host:  the host name, every character outside [A-Za-z0-9.-] replaced by "-"
+                       and ".." by "-." (so ".." only ever marks ns); at most 54 characters
+                       before ns, which keeps hostns within the 64 of a host name
+                ns:    8 hex digits, a hash of the kernel's boot id and the inode of this
+                       process's PID namespace: a pid means this process only where ns is
+                       the reader's own (see Owner.is_alive)
                 pid:   decimal process id
                 start: process start time in clock ticks since boot, hex ("0" if unknown);
                        guards the liveness check against a reused pid
@@ -46,6 +55,8 @@ Transitions and who makes them::
                                                           queue's max_deliveries)
     dead    --requeue (q.requeue_dead)------> ready      (deliveries reset to 0)
     loading --recover (anyone; owner dead)--> ready if readable, else aside/
+            (an owner whose liveness cannot be checked from here counts as dead once
+            its file's lease lapsed: mtime older than lease_timeout, see _lease.py)
     any     --unreadable--------------------> aside/
 
 Every rename of the list above is made in ``_folder.py``; this module is
@@ -59,11 +70,12 @@ even if the wall clock steps back.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "CLOSED_MARKER",
@@ -71,6 +83,7 @@ __all__ = [
     "BatchName",
     "ClaimedName",
     "Owner",
+    "local_namespace",
     "make_owner",
     "parse_batch_name",
     "parse_claimed_name",
@@ -84,6 +97,12 @@ ERROR_SUFFIX = ".err"
 LOADING, READY, CLAIMED, DEAD = "l_", "r_", "c_", "d_"
 
 _HOST_BAD = re.compile(r"[^A-Za-z0-9.-]")
+_HOST_DOTS = re.compile(r"\.(?=\.)")  # the first dot of every ".." pair
+#: Host characters kept in a token that carries ns: host + ".." + ns is at most 64
+#: characters, as long as the longest host alone before, so claimed names (two owners
+#: and a ready name) stay within NAME_MAX (255).
+_HOST_KEEP = 54
+_HOST_NS_RE = re.compile(r"^(?P<host>.*)\.\.(?P<ns>[0-9a-f]{8})$")
 _PID_MAX = 2**31 - 1  # pids are C ints; larger digits in a name cannot be a process
 _OWNER_RE = re.compile(r"^(?P<host>[A-Za-z0-9.-]+)-(?P<pid>[0-9]+)-(?P<start>[0-9a-f]+)-(?P<nonce>[0-9a-f]{8})$")
 _BODY_RE = re.compile(
@@ -93,8 +112,8 @@ _BODY_RE = re.compile(
 
 
 def sanitize_host(host: str) -> str:
-    """Make a host name safe for the grammar (it must not contain ``_``)."""
-    return _HOST_BAD.sub("-", host) or "localhost"
+    """Make a host name safe for the grammar (no ``_``, and no ``..``, which marks ns)."""
+    return _HOST_DOTS.sub("-", _HOST_BAD.sub("-", host)) or "localhost"
 
 
 def _process_stat(pid: int) -> tuple[bytes, int]:
@@ -119,30 +138,64 @@ def _process_start(pid: int) -> int:
 
 @dataclass(frozen=True)
 class Owner:
-    """Who owns a loading or claimed file: enough to check whether it is alive."""
+    """Who owns a loading or claimed file: enough to check whether it is alive.
+
+    ``ns`` names the kernel and PID namespace the pid belongs to (see
+    :func:`local_namespace`); None for a token without one (written by an
+    older version, or on a system without /proc namespaces).  An Owner made
+    by hand without ``ns`` names a process of the caller's own namespace.
+    """
 
     host: str
     pid: int
     start: int
     nonce: str
+    ns: str | None = field(default_factory=lambda: local_namespace())
 
     def __str__(self) -> str:
-        return f"{self.host}-{self.pid}-{self.start:x}-{self.nonce}"
+        host = self.host if self.ns is None else f"{self.host}..{self.ns}"
+        return f"{host}-{self.pid}-{self.start:x}-{self.nonce}"
 
     @classmethod
     def parse(cls, text: str) -> Owner | None:
         m = _OWNER_RE.match(text)
         if m is None:
             return None
-        return cls(m["host"], int(m["pid"]), int(m["start"], 16), m["nonce"])
+        host, ns = m["host"], None
+        folded = _HOST_NS_RE.match(host)
+        if folded is not None:
+            host, ns = folded["host"], folded["ns"]
+        return cls(host, int(m["pid"]), int(m["start"], 16), m["nonce"], ns)
 
     def is_local(self) -> bool:
-        return self.host == local_host()
+        """Same host name and same kernel and PID namespace as this process: its pid means it here."""
+        return (self.ns is not None and self.ns == local_namespace()
+                and self.host[:_HOST_KEEP] == local_host()[:_HOST_KEEP])
 
     def is_alive(self) -> bool | None:
-        """True/False for an owner on this host; None when it lives elsewhere (unknowable)."""
+        """True/False where liveness can be checked from here; None where it cannot.
+
+        Only a pid of this kernel and PID namespace names a process here: the
+        pid of a consumer in another container (even one with this host name)
+        is someone else's pid here, or nobody's.  None makes recovery wait for
+        the owner's lease (``_lease.py``) instead of guessing.
+        """
+        if self.ns is None:
+            # An old token: its namespace is unknown.  The same host name and a
+            # live process with that pid and start time here is this process
+            # (an older version's consumer does not renew a lease, so judging
+            # it by one would take its batch while it works).  Anything else
+            # may be a process of another namespace: unknown.
+            if self.host != local_host():
+                return None
+            if local_namespace() is None:
+                return self._pid_alive()  # no PID namespaces here: the pid check is exact
+            return True if self._pid_alive() else None
         if not self.is_local():
             return None
+        return self._pid_alive()
+
+    def _pid_alive(self) -> bool:
         if not 0 < self.pid <= _PID_MAX:
             return False  # no process has that pid (and os.kill(0, 0) would signal our own group)
         try:
@@ -160,6 +213,8 @@ class Owner:
 
 
 _local_host: str | None = None
+_UNSET = object()
+_local_ns: object = _UNSET
 
 
 def local_host() -> str:
@@ -169,10 +224,42 @@ def local_host() -> str:
     return _local_host
 
 
+def local_namespace() -> str | None:
+    """8 hex digits naming this kernel boot and this process's PID namespace; None if unknown.
+
+    The boot id is random per boot and shared by every container of one
+    kernel; PID namespace inodes are unique within one kernel.  Together they
+    say whether a pid in a token is a pid here.  Cached per process (reset in
+    a forked child, which may sit in a new namespace after ``unshare``).
+    """
+    global _local_ns
+    if _local_ns is _UNSET:
+        try:
+            with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+                boot = f.read().strip()
+            pidns = os.stat("/proc/self/ns/pid").st_ino
+        except OSError:
+            _local_ns = None
+        else:
+            _local_ns = hashlib.blake2b(boot + b":%d" % pidns, digest_size=4).hexdigest()
+    return _local_ns  # type: ignore[return-value]
+
+
+def _forget_namespace() -> None:
+    global _local_ns
+    _local_ns = _UNSET
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_namespace)
+
+
 def make_owner() -> Owner:
     """A fresh owner token for this process (call it in the process that will own files)."""
     pid = os.getpid()
-    return Owner(local_host(), pid, _process_start(pid), secrets.token_hex(4))
+    ns = local_namespace()
+    host = local_host() if ns is None else local_host()[:_HOST_KEEP]
+    return Owner(host, pid, _process_start(pid), secrets.token_hex(4), ns)
 
 
 @dataclass(frozen=True)

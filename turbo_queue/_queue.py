@@ -19,6 +19,7 @@ from typing import Any
 from . import _naming as naming
 from ._consumer import Consumer
 from ._folder import Folder
+from ._lease import DEFAULT_LEASE_TIMEOUT
 from ._producer import Producer
 from ._recovery import RecoveryReport, recover
 from ._serializers import get_serializer
@@ -66,23 +67,29 @@ class Queue:
     :param allow_shared: open a folder that other users can write even with the
         pickle serializer (refused by default: writing there means running code
         in every consumer).
+    :param lease_timeout: seconds after which a claimed or loading file whose owner
+        cannot be checked from here (another host, container or PID namespace) is
+        taken for abandoned and recovered.  Live consumers renew their claims every
+        ``lease_timeout / 4``; owners in this PID namespace are checked by pid at
+        once, whatever the lease.  ``float("inf")``: never recover such files.
     """
 
     def __init__(self, path: str | os.PathLike[str], batch_size: int = 1000, max_ready: int | None = None,
                  max_batch_age: float | None = 1.0, serializer: Any = "pickle", durable: bool = False,
                  *, recover_interval: float = 1.0, allow_shared: bool = False,
-                 max_deliveries: int | None = None) -> None:
+                 max_deliveries: int | None = None, lease_timeout: float = DEFAULT_LEASE_TIMEOUT) -> None:
         self.batch_size = _positive_int("batch_size", batch_size)
         self.max_ready = _positive_int("max_ready", max_ready, allow_none=True)
         self.max_batch_age = _positive_number("max_batch_age", max_batch_age, allow_none=True)
         self.recover_interval = _positive_number("recover_interval", recover_interval)
         self.max_deliveries = _positive_int("max_deliveries", max_deliveries, allow_none=True)
+        self.lease_timeout = _positive_number("lease_timeout", lease_timeout)
         self._serializer = get_serializer(serializer)
         self._serializer_spec = serializer
         self.durable = bool(durable)
         self.allow_shared = bool(allow_shared)
         self._path = Path(os.fspath(path)).absolute()
-        self._folder = Folder(str(self._path))
+        self._folder = Folder(str(self._path), self.lease_timeout)
         self._closed_here = False
         self._open_folder()
 
@@ -124,7 +131,7 @@ class Queue:
         kwargs = dict(batch_size=self.batch_size, max_ready=self.max_ready, max_batch_age=self.max_batch_age,
                       serializer=self._serializer_spec, durable=self.durable,
                       recover_interval=self.recover_interval, allow_shared=self.allow_shared,
-                      max_deliveries=self.max_deliveries)
+                      max_deliveries=self.max_deliveries, lease_timeout=self.lease_timeout)
         return (_rebuild, (str(self._path), kwargs))
 
     def __repr__(self) -> str:
@@ -177,7 +184,7 @@ class Queue:
         A returned batch counts one delivery without an ack; one that reaches
         ``max_deliveries`` goes to ``dead/`` instead.
         """
-        return recover(self._folder, self.max_deliveries)
+        return recover(self._folder, self.max_deliveries, self.lease_timeout)
 
     def requeue_dead(self) -> int:
         """Return every dead batch to ready with its delivery count reset; returns how many."""

@@ -9,9 +9,12 @@ renamed into ``aside/``, never deleted).  The test
 ``tests/test_queue_faults.py::test_concurrent_recover_no_duplicates``
 reproduces that race.
 
-Liveness is known only for owners on this host (pid exists and its start
-time matches the one in the name).  Files owned by another host sharing the
-folder are left alone and counted as ``remote``.
+Liveness is known exactly for owners in this kernel and PID namespace (pid
+exists and its start time matches the one in the name).  A file whose owner
+cannot be checked from here (another host sharing the folder, another
+container or PID namespace, a token of an older version) counts as
+``remote``; it is recovered once its lease lapsed (its mtime is older than
+``lease_timeout``, see ``_lease.py``) and left alone while the lease is live.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from . import _lease
 from . import _naming as naming
 from ._batch import decode_batch, read_file
 from ._errors import BatchFormatError
@@ -43,10 +47,13 @@ class RecoveryReport:
     sealed: list[str] = field(default_factory=list)
     #: (original name, reason) of files moved to aside/
     set_aside: list[tuple[str, str]] = field(default_factory=list)
-    #: loading/claimed files owned by another host (liveness unknown), left alone
+    #: loading/claimed files whose owner cannot be checked from here (another host,
+    #: PID namespace or kernel, or an old token), whether recovered or left alone
     remote: int = 0
     #: claimed batches of dead consumers that reached max_deliveries (their dead/ names)
     dead: list[str] = field(default_factory=list)
+    #: names of those left alone because their lease is live (renewed within lease_timeout)
+    leased: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.returned or self.sealed or self.set_aside or self.dead)
@@ -54,7 +61,7 @@ class RecoveryReport:
     def as_dict(self) -> dict:
         return {"path": self.path, "returned": list(self.returned), "sealed": list(self.sealed),
                 "set_aside": [list(x) for x in self.set_aside], "remote": self.remote,
-                "dead": list(self.dead)}
+                "dead": list(self.dead), "leased": list(self.leased)}
 
     def __str__(self) -> str:
         parts = [f"returned {len(self.returned)} claimed batch(es) of dead consumers to ready",
@@ -62,8 +69,9 @@ class RecoveryReport:
                  f"set aside {len(self.set_aside)} unreadable file(s)"]
         if self.dead:
             parts.append(f"dead-lettered {len(self.dead)} batch(es) that reached max_deliveries")
-        if self.remote:
-            parts.append(f"left {self.remote} file(s) owned by other hosts alone")
+        if self.leased:
+            parts.append(f"left {len(self.leased)} file(s) alone whose owners cannot be checked from here "
+                         "and whose lease is live")
         return f"{self.path}: " + "; ".join(parts)
 
 
@@ -80,9 +88,21 @@ def _check_loading(path: str, count: int) -> str | None:
     return None
 
 
+def _lease_alive(folder: Folder, name: str, owner: naming.Owner, lease_timeout: float,
+                 report: RecoveryReport) -> bool:
+    """Whether the file ``name`` of an owner that cannot be checked from here still holds its lease."""
+    report.remote += 1
+    if not _lease.lease_lapsed(folder.join(name), lease_timeout):
+        report.leased.append(name)
+        return True
+    log.warning("turbo_queue: lease of %s lapsed (%s cannot be checked from here)", name, owner)
+    return False
+
+
 def _is_this_process(owner: naming.Owner) -> bool:
     me = _this_owner()
-    return owner.pid == me.pid and owner.start == me.start and owner.host == me.host
+    return (owner.pid == me.pid and owner.start == me.start and owner.host == me.host
+            and owner.ns == naming.local_namespace())
 
 
 _me: naming.Owner | None = None
@@ -95,12 +115,15 @@ def _this_owner() -> naming.Owner:
     return _me
 
 
-def recover(folder: str | Folder, max_deliveries: int | None = None) -> RecoveryReport:
+def recover(folder: str | Folder, max_deliveries: int | None = None,
+            lease_timeout: float = _lease.DEFAULT_LEASE_TIMEOUT) -> RecoveryReport:
     """Run one recovery pass over ``folder``.  Safe to run concurrently with anything.
 
     A returned batch counts one delivery that ended without an ack; with
     ``max_deliveries`` it goes to ``dead/`` once the count reaches it (without
     it, the next consumer that has the setting dead-letters it at its claim).
+    ``lease_timeout``: seconds after its last renewal that a file of an owner
+    that cannot be checked from here is recovered.
     """
     if not isinstance(folder, Folder):
         folder = Folder(folder)
@@ -122,9 +145,10 @@ def recover(folder: str | Folder, max_deliveries: int | None = None) -> Recovery
         else:
             alive = claimed.owner.is_alive()
         if alive is None:
-            # The owner lives where its liveness cannot be checked from here.
-            report.remote += 1
-        elif not alive:
+            # [lease] The owner lives where its liveness cannot be checked
+            # from here (another host, PID namespace or kernel): the lease decides.
+            alive = _lease_alive(folder, name, claimed.owner, lease_timeout, report)
+        if not alive:
             # Same seal_ns and seq as before the claim: the batch keeps its place in line.
             moved = folder.release(name, claimed.ready_name, max_deliveries=max_deliveries,
                                    error=f"its consumer {claimed.owner} died (or dropped it) before an ack")
@@ -143,9 +167,8 @@ def recover(folder: str | Folder, max_deliveries: int | None = None) -> Recovery
                 report.set_aside.append((name, "bad-name"))
             continue
         alive = parsed.owner.is_alive()
-        if alive is None:
-            report.remote += 1
-            continue
+        if alive is None:  # [lease] as for claims above
+            alive = _lease_alive(folder, name, parsed.owner, lease_timeout, report)
         if alive:
             continue
         path = folder.join(name)
@@ -186,7 +209,8 @@ class _Pacer:
         return last is None or time.monotonic() - last >= interval
 
     def maybe_recover(self, folder: Folder, interval: float, max_deliveries: int | None = None,
-                      force: bool = False) -> RecoveryReport | None:
+                      force: bool = False,
+                      lease_timeout: float = _lease.DEFAULT_LEASE_TIMEOUT) -> RecoveryReport | None:
         """Run recovery if ``interval`` passed since this process last did (or ``force``); else None."""
         if not force and not self.due(folder.path, interval):
             return None
@@ -196,7 +220,7 @@ class _Pacer:
             if not force and not self.due(folder.path, interval):
                 return None
             self._last[folder.path] = time.monotonic()
-            return recover(folder, max_deliveries)
+            return recover(folder, max_deliveries, lease_timeout)
         finally:
             self._lock.release()
 
