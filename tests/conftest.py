@@ -19,16 +19,28 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# multiprocessing's helper processes live as long as the test session: not leaks.
-_HELPERS = ("resource_tracker", "forkserver", "semaphore_tracker")
+def _helper_pids() -> set[int]:
+    """Pids of multiprocessing's session-long helpers (the forkserver, the resource tracker): not leaks.
+
+    Told by pid, never by command line: a child the forkserver forks carries
+    the forkserver's command line, so matching on it would hide exactly the
+    leaked workers this fixture exists to catch.
+    """
+    pids = set()
+    for module, obj, attr in (("multiprocessing.forkserver", "_forkserver", "_forkserver_pid"),
+                              ("multiprocessing.resource_tracker", "_resource_tracker", "_pid")):
+        mod = sys.modules.get(module)
+        pid = getattr(getattr(mod, obj, None), attr, None) if mod else None
+        if pid:
+            pids.add(pid)
+    return pids
 
 
-def _is_helper(proc: psutil.Process) -> bool:
-    try:
-        cmdline = " ".join(proc.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return False
-    return any(h in cmdline for h in _HELPERS)
+def leaked_children(before: set[int]) -> list[psutil.Process]:
+    """Descendants of this process not in ``before``, still running, that are not helpers."""
+    helpers = _helper_pids()
+    return [proc for proc in psutil.Process().children(recursive=True)
+            if proc.pid not in before and proc.pid not in helpers and not _reap_zombie(proc)]
 
 
 def _reap_zombie(proc: psutil.Process) -> bool:
@@ -55,11 +67,7 @@ def reap_children():
     deadline = time.monotonic() + 2.0
     while True:
         multiprocessing.active_children()
-        alive = []
-        for proc in me.children(recursive=True):
-            if proc.pid in before or _is_helper(proc) or _reap_zombie(proc):
-                continue
-            alive.append(proc)
+        alive = leaked_children(before)
         if not alive or time.monotonic() >= deadline:
             break
         time.sleep(0.02)
