@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,12 +24,31 @@ from bench import chaos  # noqa: E402
 pytestmark = pytest.mark.usefixtures("reap_children")
 
 
-@pytest.mark.timeout(120)
-def test_chaos_run_loses_nothing(tmp_path, capsys):
-    rc = chaos.main([str(tmp_path / "run"), "--duration", "4", "--kill-interval", "0.15", "--producers", "2",
-                     "--consumers", "2", "--seed", "5", "--json"])
-    fig = json.loads(capsys.readouterr().out)
-    assert rc == 0, fig["problems"]
+def run_chaos(args: list[str], timeout: float) -> tuple[int, dict, str]:
+    """``python -m bench.chaos ARGS --json`` in its own session; on timeout the whole process group
+    (the run, its forkserver and every worker) is SIGKILLed, so nothing outlives the test."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "bench.chaos", *args, "--json"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"the chaos run did not end within {timeout} s; its process group was killed\n{err[-3000:]}")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # a worker left behind by a run that did end
+        except ProcessLookupError:
+            pass
+    return proc.returncode, json.loads(out), err
+
+
+@pytest.mark.timeout(150)
+def test_chaos_run_loses_nothing(tmp_path):
+    rc, fig, err = run_chaos([str(tmp_path / "run"), "--duration", "4", "--kill-interval", "0.15",
+                              "--producers", "2", "--consumers", "2", "--seed", "5"], timeout=120)
+    assert rc == 0, (fig["problems"], err[-3000:])
     assert fig["ok"] and fig["problems"] == []
     assert fig["lost"] == 0
     assert fig["kills"]["producer"] > 0 and fig["kills"]["consumer"] > 0
@@ -43,16 +63,13 @@ def test_chaos_run_loses_nothing(tmp_path, capsys):
     assert 4 <= len(logs) <= 4 + fig["kills"]["total"]
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)
 def test_chaos_run_reports_a_stolen_batch_as_lost(tmp_path):
     """--sabotage moves one ready batch out of the folder mid-run: the run must fail with lost > 0
     (through the command line, as a user runs it)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-m", "bench.chaos", str(tmp_path / "run"), "--duration", "2",
-                        "--kill-interval", "0.3", "--producers", "2", "--consumers", "2", "--sabotage", "--json"],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=100)
-    assert r.returncode == 1, r.stderr[-3000:]
-    fig = json.loads(r.stdout)
+    rc, fig, err = run_chaos([str(tmp_path / "run"), "--duration", "2", "--kill-interval", "0.3",
+                              "--producers", "2", "--consumers", "2", "--sabotage"], timeout=100)
+    assert rc == 1, err[-3000:]
     assert fig["lost"] > 0 and not fig["ok"]
     assert any("never delivered" in p for p in fig["problems"])
 
