@@ -163,3 +163,68 @@ def test_a_set_aside_file_is_logged_naming_it(qpath, caplog, content, reason):
     records = [r for r in caplog.records if r.name == "turbo_queue" and name in r.getMessage()]
     assert records, f"setting {name} aside was not logged: {[r.getMessage() for r in caplog.records]}"
     assert records[0].levelno >= logging.WARNING
+
+
+# -- idle CPU and wake-up latency, on both wait paths ------------------------------------
+
+
+def _inotify_fds() -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify"
+        except OSError:
+            pass
+    return n
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to tell the wait path")
+@pytest.mark.parametrize("path", ["inotify", "backoff"])
+def test_idle_consumer_sleeps_and_wakes_soon_after_a_seal(qpath, monkeypatch, path):
+    """A consumer blocked in get() for about a second uses a small CPU budget (its own thread's CPU
+    time), and returns soon after a batch is sealed.  With inotify the periodic cap is made huge,
+    so only the watch can wake it in time; the back-off path is forced by disabling inotify."""
+    import threading
+    import time
+
+    from turbo_queue import _wait
+
+    if path == "backoff":
+        monkeypatch.setattr(_wait, "_libc", False)  # as on a system without inotify
+    else:
+        monkeypatch.setattr(_wait.FolderWaiter, "INOTIFY_CAP", 60.0)
+    q = turbo_queue.Queue(qpath, batch_size=1, max_batch_age=None)
+    sealed_at = []
+    before_fds = _inotify_fds()
+    p = q.producer()
+    c = q.consumer()
+    got_waiting = threading.Event()
+
+    def seal_later():
+        # The scenario is "idle for about a second": a duration, not a synchronization.
+        got_waiting.wait(10)
+        time.sleep(1.0)
+        p.put("wake")  # batch_size=1: sealed (renamed to ready) before put returns
+        sealed_at.append(time.monotonic())
+
+    t = threading.Thread(target=seal_later, daemon=True)
+    t.start()
+    try:
+        cpu0 = time.thread_time()
+        got_waiting.set()
+        item = c.get(timeout=30)
+        woke_at = time.monotonic()
+        cpu = time.thread_time() - cpu0
+        t.join(10)
+        assert item == "wake" and sealed_at
+        watching = _inotify_fds() - before_fds
+        if path == "inotify":
+            assert watching >= 1, "the consumer is not waiting on an inotify watch"
+        else:
+            assert watching == 0, "inotify was meant to be off"
+        latency = woke_at - sealed_at[0]
+        assert cpu < 0.15, f"idle consumer used {cpu:.3f} s CPU in about 1 s of waiting ({path})"
+        assert latency < 1.0, f"woke {latency:.3f} s after the seal ({path})"
+    finally:
+        c.close()
+        p.close()
