@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 
@@ -228,3 +229,84 @@ def test_idle_consumer_sleeps_and_wakes_soon_after_a_seal(qpath, monkeypatch, pa
     finally:
         c.close()
         p.close()
+
+
+# -- disk full and read-only without root (injected ENOSPC / EROFS) ----------------------
+# tests/test_queue_faults.py runs the same paths on a real tmpfs where it can mount one (root).
+
+
+def _inject(monkeypatch, folder: str, err: int, calls=("open", "write", "rename", "unlink")) -> None:
+    """Make the os-level calls the producer and consumer use fail with ``err`` inside ``folder``."""
+    real = {name: getattr(os, name) for name in ("open", "write", "rename", "unlink")}
+    fds: set[int] = set()
+
+    def inside(path) -> bool:
+        return os.fspath(path).startswith(folder)
+
+    def fail(path):
+        raise OSError(err, os.strerror(err), os.fspath(path))
+
+    def open_(path, flags, *args, **kwargs):
+        if "open" in calls and inside(path) and flags & os.O_CREAT:
+            fail(path)
+        fd = real["open"](path, flags, *args, **kwargs)
+        if inside(path):
+            fds.add(fd)
+        return fd
+
+    def write(fd, data):
+        if "write" in calls and fd in fds:
+            raise OSError(err, os.strerror(err))
+        return real["write"](fd, data)
+
+    def rename(src, dst, *args, **kwargs):
+        if "rename" in calls and inside(dst):
+            fail(src)
+        return real["rename"](src, dst, *args, **kwargs)
+
+    def unlink(path, *args, **kwargs):
+        if "unlink" in calls and inside(path) and err == errno.EROFS:
+            fail(path)
+        return real["unlink"](path, *args, **kwargs)
+
+    for name, fn in (("open", open_), ("write", write), ("rename", rename), ("unlink", unlink)):
+        monkeypatch.setattr(os, name, fn)
+
+
+def test_disk_full_injected_keeps_the_items_and_names_the_path(qpath, monkeypatch):
+    q = turbo_queue.Queue(qpath, batch_size=3, max_batch_age=None)
+    folder = str(q.path)
+    p = q.producer()
+    p.put_many([0, 1, 2, 3])  # one sealed, one pending
+    _inject(monkeypatch, folder, errno.ENOSPC, calls=("write",))
+    with pytest.raises(OSError) as info:
+        p.flush()
+    assert info.value.errno == errno.ENOSPC and folder in str(info.value)
+    assert info.value.filename.startswith(folder)
+    assert p.pending == 1, "the items of a failed seal stay buffered"
+    assert not [n for n in os.listdir(folder) if n.startswith("l_")], "a torn loading file was left"
+    monkeypatch.undo()
+    p.flush()  # space again: the retry seals them, once
+    p.close()
+    with q.consumer() as c:
+        assert c.get_batch(timeout=0) + c.get_batch(timeout=0) == [0, 1, 2, 3]
+        with pytest.raises(Empty):
+            c.get_batch(timeout=0)
+
+
+def test_read_only_injected_errors_name_the_path(qpath, monkeypatch):
+    q = turbo_queue.Queue(qpath, batch_size=2, max_batch_age=None)
+    folder = str(q.path)
+    p, c = q.producer(), q.consumer()
+    p.put_many([0, 1, 2, 3, 4])  # two sealed batches, one item pending
+    _inject(monkeypatch, folder, errno.EROFS)
+    for call in (p.flush, lambda: c.get_batch(timeout=5), q.close):
+        with pytest.raises(OSError) as info:
+            call()
+        assert info.value.errno == errno.EROFS and folder in str(info.value), call
+    assert q.stats()["ready"]["events"] == 4  # reading still works
+    monkeypatch.undo()
+    p.close()
+    q.close()
+    assert sorted(c) == [0, 1, 2, 3, 4]
+    c.close()
