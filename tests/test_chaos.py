@@ -55,12 +55,20 @@ def test_chaos_run_loses_nothing(tmp_path):
     assert fig["unattributed_duplicates"] == 0 and fig["phantom"] == 0 and fig["bad_items"] == 0
     assert fig["events_checked"] > 1000
     assert fig["events_delivered"] >= fig["events_checked"]
+    # Handlers that raise inside `with c.batch()`: released, delivered again, nothing lost.
+    assert fig["handler_failures"] > 0
+    if chaos.dead_letter_supported():
+        # Poison batches were dead-lettered, then requeued and drained: still 0 lost.
+        assert fig["dead_letter"]["enabled"] and fig["dead_letter"]["batches"] > 0
+        assert fig["dead_letter"]["requeued"] == fig["dead_letter"]["batches"]
+        assert fig["folder_at_end"]["dead"] == 0
     end = fig["folder_at_end"]
     assert (end["loading"], end["claimed"], end["ready"], end["aside_unexplained"]) == (0, 0, 0, 0)
     assert end["other_files"] == []
     # The run folder keeps the evidence.
     logs = os.listdir(tmp_path / "run" / "logs")
-    assert 4 <= len(logs) <= 4 + fig["kills"]["total"]
+    final_drain = 1 if fig["dead_letter"]["enabled"] else 0
+    assert 4 + final_drain <= len(logs) <= 4 + final_drain + fig["kills"]["total"]
 
 
 @pytest.mark.timeout(150)
@@ -149,3 +157,14 @@ def test_checker_catches_a_batch_lost_with_its_killed_consumer():
     # Killed after its "a" line: it may have acked, so no redelivery is owed.
     r = chaos.check({"p0": plog(CLEAN_P)}, {"c0": clog("R 1 p0:0-5\na 1\n"), "c1": other}, {"c0"})
     assert r["problems"] == [] and r["lost"] == 0
+
+
+def test_checker_attributes_redeliveries_of_released_batches():
+    """A handler that raised released its batch ("N"): the redelivery is explained, and a released
+    batch that nobody got again is lost."""
+    consumers = {"c0": clog("R 1 p0:0-5\nN 1\nR 2 p0:5-10\na 2\nA 2\nE\n"),
+                 "c1": clog("R 1 p0:0-5\na 1\nA 1\nE\n")}
+    r = chaos.check({"p0": plog(CLEAN_P)}, consumers, set())
+    assert r["problems"] == [] and r["duplicates"] == 5 and r["unattributed_duplicates"] == 0
+    r = chaos.check({"p0": plog(CLEAN_P)}, {"c0": consumers["c0"]}, set())
+    assert r["lost"] == 5 and any("handler raised" in p for p in r["problems"])
