@@ -781,7 +781,7 @@ def format_figures(f: dict) -> str:
         ("events checked", f"{f['events_checked']}", "sealed: each must be delivered at least once"),
         ("events delivered", f"{f['events_delivered']}", f"in {f['batches_delivered']} batch deliveries"),
         ("duplicates", f"{f['duplicates']}", f"events, in {f['duplicate_batches']} batches redelivered after "
-                                             "their consumer was killed"),
+                                             "their consumer was killed or their handler raised"),
         ("unattributed dups", f"{f['unattributed_duplicates']}", "must be 0"),
         ("unsealed at kill", f"{f['unsealed_at_kill']}", "buffered in killed producers, never sealed: not a loss"),
         ("phantom / damaged", f"{f['phantom']} / {f['bad_items']}", "must be 0"),

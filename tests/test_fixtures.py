@@ -6,7 +6,7 @@ import multiprocessing
 import time
 
 import pytest
-from conftest import leaked_children
+from _reaping import leaked_children
 
 pytestmark = pytest.mark.timeout(60)
 
