@@ -19,13 +19,20 @@ ids below ``n`` (an upper bound of what it put) and ``S n`` once
 renamed to ready (a lower bound of what is sealed: a kill between the rename
 and the log line only makes the bound lower).  A consumer logs ``R`` with the
 ids of each batch it received, ``a`` just before it acks it and ``A`` once
-it has.
+it has, and ``N`` before its handler raises inside ``with c.batch()``
+(``--fail-rate`` of the batches, and every poison batch: one holding an id
+that is a multiple of ``--poison-every``), which releases the batch unacked.
+Where turbo_queue has the dead-letter state, the queue runs with
+``max_deliveries`` (``--max-deliveries``): poison batches end there; at the
+end the run requeues them (``q.requeue_dead()``) and drains them with a
+handler that does not fail, logged as consumer ``cend``, so every sealed
+event is still delivered; the summary counts the dead-lettered batches.
 
 The checks (any failure makes the run exit 1):
 
 * lost = 0: every event a producer sealed was delivered at least once, and
   delivered again if every consumer it went to was killed before acking it
-  (before its ``a`` line);
+  (before its ``a`` line) or released it (``N``);
 * every duplicate is attributable: an event may be delivered ``d`` times only
   if at least ``d - 1`` of those deliveries were batches received, and not
   acked, by a consumer that was then killed;
@@ -110,6 +117,7 @@ class ConsumerLog:
     received: dict[int, tuple[tuple[str, int, int], ...]] = field(default_factory=dict)  # bid -> runs
     acked: set[int] = field(default_factory=set)
     acking: set[int] = field(default_factory=set)  # "a": an ack was about to happen
+    released: set[int] = field(default_factory=set)  # "N": the handler raised; the batch goes back unacked
     recovered: Counter = field(default_factory=Counter)  # returned / sealed / set_aside
     bad_items: list[str] = field(default_factory=list)
     clean: bool = False
@@ -156,6 +164,8 @@ def parse_consumer_log(text: str) -> ConsumerLog:
             log.acked.add(int(rest))
         elif kind == "a":
             log.acking.add(int(rest))
+        elif kind == "N":
+            log.released.add(int(rest))
         elif kind == "V":
             returned, sealed, aside = (int(x) for x in rest.split())
             log.recovered.update(returned=returned, sealed=sealed, set_aside=aside)
@@ -300,8 +310,31 @@ def _log_recoveries(rec: _Log) -> None:
     _consumer.recover = _recovery.recover = recover
 
 
+class HandlerFailure(Exception):
+    """Raised inside ``with c.batch()`` by the chaos consumer's handler: the batch must go back unacked."""
+
+
+def dead_letter_supported() -> bool:
+    """Whether this turbo_queue has the dead-letter state (Queue(max_deliveries=...), requeue_dead)."""
+    import inspect
+
+    return ("max_deliveries" in inspect.signature(turbo_queue.Queue).parameters
+            and hasattr(turbo_queue.Queue, "requeue_dead"))
+
+
+def _is_poison(items: list, every: int) -> bool:
+    """A batch holding an item whose id is a multiple of ``every`` always fails its handler."""
+    for item in items:
+        try:
+            if int(item.split(":", 2)[1]) % every == 0:
+                return True
+        except (AttributeError, ValueError, IndexError):
+            pass
+    return False
+
+
 def _consumer_worker(queue: turbo_queue.Queue, log_path: str, tag: str, seed: int, work_s: float,
-                     verbose: bool) -> None:
+                     verbose: bool, fail_rate: float = 0.0, poison_every: int = 0) -> None:
     rec = _Log(log_path)
     try:
         _quiet(verbose)
@@ -337,10 +370,17 @@ def _consumer_worker(queue: turbo_queue.Queue, log_path: str, tag: str, seed: in
             style = rng.random()
             try:
                 if style < 0.34:
-                    with c.batch(timeout=0.5) as items:
-                        received(items)
-                        rec(f"a {bid}")  # leaving the block acks it
-                    rec(f"A {bid}")
+                    try:
+                        with c.batch(timeout=0.5) as items:
+                            received(items)
+                            if (poison_every and _is_poison(items, poison_every)) or rng.random() < fail_rate:
+                                # Logged before the raise: from here the batch is surely not acked.
+                                rec(f"N {bid}")
+                                raise HandlerFailure(f"batch {bid}")
+                            rec(f"a {bid}")  # leaving the block acks it
+                        rec(f"A {bid}")
+                    except HandlerFailure:
+                        pass  # released by the with block: delivered again (or dead-lettered)
                 else:
                     received(c.get_batch(timeout=0.5))
                     if style < 0.67:
@@ -378,9 +418,11 @@ def check(producers: dict[str, ProducerLog], consumers: dict[str, ConsumerLog], 
     for ctag, clog in consumers.items():
         for bid, runs in clog.received.items():
             # Maybe not acked (the consumer was killed before its "A"): may be delivered again.
-            attributable = ctag in killed and bid not in clog.acked
-            # Surely not acked (killed before even its "a"): must be delivered again.
-            unacked = attributable and bid not in clog.acking
+            # A batch whose handler raised was released unacked: the same.
+            released = bid in clog.released
+            attributable = (ctag in killed and bid not in clog.acked) or released
+            # Surely not acked (killed before even its "a", or released): must be delivered again.
+            unacked = (ctag in killed and bid not in clog.acked and bid not in clog.acking) or released
             batch_deliveries[runs] += 1
             for ptag, a, b in runs:
                 intervals[ptag].append((a, b, attributable, unacked))
@@ -443,7 +485,7 @@ def check(producers: dict[str, ProducerLog], consumers: dict[str, ConsumerLog], 
         problems.append(f"{fig['lost'] - fig['lost_unacked']} sealed event(s) never delivered")
     if fig["lost_unacked"]:
         problems.append(f"{fig['lost_unacked']} event(s) delivered only to consumers killed before acking "
-                        "them, and never delivered again")
+                        "them (or whose handler raised), and never delivered again")
     if fig["unattributed_duplicates"]:
         problems.append(f"{fig['unattributed_duplicates']} duplicate delivery(ies) not from a killed "
                         "consumer's unacked batch")
@@ -508,8 +550,13 @@ def run(args: argparse.Namespace) -> dict:
         if os.path.exists(d) and os.listdir(d):
             raise SystemExit(f"{PROG}: {d} is not empty; give a new PATH (a chaos run needs a fresh queue)")
     os.makedirs(logdir, mode=0o700, exist_ok=True)
+    dead_letter = dead_letter_supported() and args.max_deliveries > 0
+    extra = {"max_deliveries": args.max_deliveries} if dead_letter else {}
     q = turbo_queue.Queue(qdir, batch_size=args.batch_size, max_ready=args.max_ready, max_batch_age=0.05,
-                          serializer=args.serializer, durable=args.durable, recover_interval=0.2)
+                          serializer=args.serializer, durable=args.durable, recover_interval=0.2, **extra)
+    # Poison batches (always failing) only where they can be dead-lettered: without a delivery
+    # limit they would come back for ever, which is the problem max_deliveries solves.
+    poison_every = args.poison_every if dead_letter else 0
     stop = ctx.RawValue("b", 0)
     workers: list[_Worker] = []
     counters = {"producer": 0, "consumer": 0}
@@ -525,7 +572,8 @@ def run(args: argparse.Namespace) -> dict:
         if role == "producer":
             target, wargs = _producer_worker, (q, log_path, tag, stop, seed, args.seal_pause, args.verbose)
         else:
-            target, wargs = _consumer_worker, (q, log_path, tag, seed, args.work_ms / 1000, args.verbose)
+            target, wargs = _consumer_worker, (q, log_path, tag, seed, args.work_ms / 1000, args.verbose,
+                                               args.fail_rate, poison_every)
         proc = ctx.Process(target=target, args=wargs, name=f"chaos-{tag}", daemon=True)
         proc.start()
         workers.append(_Worker(role, tag, proc))
@@ -597,6 +645,31 @@ def run(args: argparse.Namespace) -> dict:
 
     _quiet(args.verbose)
     final = q.recover()
+    # Dead-lettered batches are not lost: requeue them and drain them here, with a handler that
+    # does not fail, so that every sealed event is still delivered (and checked).
+    dead_at_end = {"batches": 0, "events": 0}
+    requeued = 0
+    final_tag = "cend"
+    if dead_letter:
+        dead_at_end = dict(q.stats()["dead"])
+        requeued = q.requeue_dead()
+        rec = _Log(os.path.join(logdir, final_tag + ".log"))
+        bad: list[str] = []
+        with q.consumer() as c:
+            bid = 0
+            while True:
+                try:
+                    items = c.get_batch(timeout=5)
+                except (turbo_queue.Empty, turbo_queue.Closed):
+                    break
+                bid += 1
+                rec(f"R {bid} {_runs_of(items, bad)}")
+                rec(f"a {bid}")
+                c.ack()
+                rec(f"A {bid}")
+            while bad:
+                rec(f"X {bad.pop()}")
+        rec("E")
     left = Counter()
     other = []
     for name in os.listdir(qdir):
@@ -623,6 +696,9 @@ def run(args: argparse.Namespace) -> dict:
 
     plogs = {w.tag: parse_producer_log(read(w.tag)) for w in workers if w.role == "producer"}
     clogs = {w.tag: parse_consumer_log(read(w.tag)) for w in workers if w.role == "consumer"}
+    if dead_letter:
+        clogs[final_tag] = parse_consumer_log(read(final_tag))
+    released = sum(len(c.released) for c in clogs.values())
     killed = {w.tag for w in workers if w.killed}
     result = check(plogs, clogs, killed)
     recovered = Counter()
@@ -630,7 +706,11 @@ def run(args: argparse.Namespace) -> dict:
         recovered.update(clog.recovered)
     recovered.update(returned=len(final.returned), sealed=len(final.sealed), set_aside=len(final.set_aside))
     problems = result.pop("problems")
-    if left["loading"] or left["claimed"] or left["ready"]:
+    if dead_letter:
+        left["dead"] = q.stats()["dead"]["batches"]
+        if requeued != dead_at_end["batches"]:
+            problems.append(f"requeue_dead returned {requeued}, stats said {dead_at_end['batches']} dead")
+    if left["loading"] or left["claimed"] or left["ready"] or left["dead"]:
         problems.append(f"folder not empty at the end: {dict(left)}")
     if unexplained_aside:
         problems.append(f"set aside, not a torn file of a killed producer: {unexplained_aside[:5]}")
@@ -657,6 +737,10 @@ def run(args: argparse.Namespace) -> dict:
         "recoveries": {"returned": recovered["returned"], "sealed": recovered["sealed"],
                        "set_aside": recovered["set_aside"],
                        "total": recovered["returned"] + recovered["sealed"] + recovered["set_aside"]},
+        "handler_failures": released,
+        "dead_letter": {"enabled": dead_letter, "max_deliveries": args.max_deliveries if dead_letter else None,
+                        "batches": dead_at_end["batches"], "events": dead_at_end["events"],
+                        "requeued": requeued},
         "events_put": result["put"],
         "events_sealed": result["sealed"],
         "events_checked": result["sealed"],
@@ -671,6 +755,7 @@ def run(args: argparse.Namespace) -> dict:
         "phantom": result["phantom"],
         "bad_items": result["bad_items"],
         "folder_at_end": {"loading": left["loading"], "claimed": left["claimed"], "ready": left["ready"],
+                          "dead": left["dead"],
                           "aside": len(aside), "aside_unexplained": len(unexplained_aside),
                           "other_files": other},
         "problems": problems,
@@ -690,11 +775,16 @@ def format_figures(f: dict) -> str:
         ("  holding a batch", f"{k['holding_batch']}", "consumer kills that left a claimed batch"),
         ("recoveries", f"{r['total']}", f"claimed returned {r['returned']}, loading sealed {r['sealed']}, "
                                         f"set aside {r['set_aside']}"),
+        ("handler failures", f"{f['handler_failures']}", "batches released by a handler that raised"),
+        ("dead-lettered", f"{f['dead_letter']['batches']}",
+         (f"batches ({f['dead_letter']['events']} events) after {f['dead_letter']['max_deliveries']} "
+          f"deliveries; {f['dead_letter']['requeued']} requeued and drained at the end")
+         if f["dead_letter"]["enabled"] else "dead-letter state not available in this turbo_queue"),
         ("events put", f"{f['events_put']}", "by every producer, killed or not"),
         ("events checked", f"{f['events_checked']}", "sealed: each must be delivered at least once"),
         ("events delivered", f"{f['events_delivered']}", f"in {f['batches_delivered']} batch deliveries"),
         ("duplicates", f"{f['duplicates']}", f"events, in {f['duplicate_batches']} batches redelivered after "
-                                             "their consumer was killed"),
+                                             "their consumer was killed or their handler raised"),
         ("unattributed dups", f"{f['unattributed_duplicates']}", "must be 0"),
         ("unsealed at kill", f"{f['unsealed_at_kill']}", "buffered in killed producers, never sealed: not a loss"),
         ("phantom / damaged", f"{f['phantom']} / {f['bad_items']}", "must be 0"),
@@ -735,6 +825,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds a producer pauses mid-write and before the rename (default 0.001; 0: off)")
     parser.add_argument("--work-ms", type=float, default=2.0,
                         help="milliseconds a consumer spends on each batch it holds (default 2)")
+    parser.add_argument("--fail-rate", type=float, default=0.05,
+                        help="chance that a consumer's handler raises inside `with c.batch()` (default 0.05)")
+    parser.add_argument("--max-deliveries", type=int, default=3,
+                        help="queue max_deliveries, where turbo_queue has dead-letter (default 3; 0: off)")
+    parser.add_argument("--poison-every", type=int, default=1000,
+                        help="a batch holding an id that is a multiple of this always fails its handler, "
+                             "with dead-letter on (default 1000)")
     parser.add_argument("--verbose", action="store_true", help="let workers log turbo_queue's warnings")
     parser.add_argument("--seed", type=int, default=1, help="seed of the kill schedule (default 1)")
     parser.add_argument("--start-method", default="forkserver", choices=mp.get_all_start_methods())
@@ -749,6 +846,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("producers", "consumers", "batch_size", "max_ready"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: must be at least 1")
+    if not 0 <= args.fail_rate < 1:
+        parser.error("--fail-rate: must be in [0, 1)")
+    if args.max_deliveries < 0 or args.poison_every < 0:
+        parser.error("--max-deliveries and --poison-every must not be negative")
     if args.seal_pause < 0 or args.work_ms < 0:
         parser.error("--seal-pause and --work-ms must not be negative")
     args.command = " ".join([PROG, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])

@@ -9,7 +9,6 @@ have exited and fails the test if any child it started is still running
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sys
 import time
 from pathlib import Path
@@ -19,30 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# multiprocessing's helper processes live as long as the test session: not leaks.
-_HELPERS = ("resource_tracker", "forkserver", "semaphore_tracker")
-
-
-def _is_helper(proc: psutil.Process) -> bool:
-    try:
-        cmdline = " ".join(proc.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return False
-    return any(h in cmdline for h in _HELPERS)
-
-
-def _reap_zombie(proc: psutil.Process) -> bool:
-    """Reap ``proc`` if it is a zombie child of ours; True if it is gone."""
-    try:
-        if proc.status() != psutil.STATUS_ZOMBIE:
-            return False
-    except psutil.NoSuchProcess:
-        return True
-    try:
-        os.waitpid(proc.pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    return True
+from _reaping import leaked_children  # noqa: E402
 
 
 @pytest.fixture
@@ -55,11 +31,7 @@ def reap_children():
     deadline = time.monotonic() + 2.0
     while True:
         multiprocessing.active_children()
-        alive = []
-        for proc in me.children(recursive=True):
-            if proc.pid in before or _is_helper(proc) or _reap_zombie(proc):
-                continue
-            alive.append(proc)
+        alive = leaked_children(before)
         if not alive or time.monotonic() >= deadline:
             break
         time.sleep(0.02)

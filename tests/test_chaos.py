@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,36 +24,60 @@ from bench import chaos  # noqa: E402
 pytestmark = pytest.mark.usefixtures("reap_children")
 
 
-@pytest.mark.timeout(120)
-def test_chaos_run_loses_nothing(tmp_path, capsys):
-    rc = chaos.main([str(tmp_path / "run"), "--duration", "4", "--kill-interval", "0.15", "--producers", "2",
-                     "--consumers", "2", "--seed", "5", "--json"])
-    fig = json.loads(capsys.readouterr().out)
-    assert rc == 0, fig["problems"]
+def run_chaos(args: list[str], timeout: float) -> tuple[int, dict, str]:
+    """``python -m bench.chaos ARGS --json`` in its own session; on timeout the whole process group
+    (the run, its forkserver and every worker) is SIGKILLed, so nothing outlives the test."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "bench.chaos", *args, "--json"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"the chaos run did not end within {timeout} s; its process group was killed\n{err[-3000:]}")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # a worker left behind by a run that did end
+        except ProcessLookupError:
+            pass
+    return proc.returncode, json.loads(out), err
+
+
+@pytest.mark.timeout(150)
+def test_chaos_run_loses_nothing(tmp_path):
+    rc, fig, err = run_chaos([str(tmp_path / "run"), "--duration", "4", "--kill-interval", "0.15",
+                              "--producers", "2", "--consumers", "2", "--seed", "5"], timeout=120)
+    assert rc == 0, (fig["problems"], err[-3000:])
     assert fig["ok"] and fig["problems"] == []
     assert fig["lost"] == 0
     assert fig["kills"]["producer"] > 0 and fig["kills"]["consumer"] > 0
     assert fig["unattributed_duplicates"] == 0 and fig["phantom"] == 0 and fig["bad_items"] == 0
     assert fig["events_checked"] > 1000
     assert fig["events_delivered"] >= fig["events_checked"]
+    # Handlers that raise inside `with c.batch()`: released, delivered again, nothing lost.
+    assert fig["handler_failures"] > 0
+    if chaos.dead_letter_supported():
+        # Poison batches were dead-lettered, then requeued and drained: still 0 lost.
+        assert fig["dead_letter"]["enabled"] and fig["dead_letter"]["batches"] > 0
+        assert fig["dead_letter"]["requeued"] == fig["dead_letter"]["batches"]
+        assert fig["folder_at_end"]["dead"] == 0
     end = fig["folder_at_end"]
     assert (end["loading"], end["claimed"], end["ready"], end["aside_unexplained"]) == (0, 0, 0, 0)
     assert end["other_files"] == []
     # The run folder keeps the evidence.
     logs = os.listdir(tmp_path / "run" / "logs")
-    assert 4 <= len(logs) <= 4 + fig["kills"]["total"]
+    final_drain = 1 if fig["dead_letter"]["enabled"] else 0
+    assert 4 + final_drain <= len(logs) <= 4 + final_drain + fig["kills"]["total"]
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)
 def test_chaos_run_reports_a_stolen_batch_as_lost(tmp_path):
     """--sabotage moves one ready batch out of the folder mid-run: the run must fail with lost > 0
     (through the command line, as a user runs it)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-m", "bench.chaos", str(tmp_path / "run"), "--duration", "2",
-                        "--kill-interval", "0.3", "--producers", "2", "--consumers", "2", "--sabotage", "--json"],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=100)
-    assert r.returncode == 1, r.stderr[-3000:]
-    fig = json.loads(r.stdout)
+    rc, fig, err = run_chaos([str(tmp_path / "run"), "--duration", "2", "--kill-interval", "0.3",
+                              "--producers", "2", "--consumers", "2", "--sabotage"], timeout=100)
+    assert rc == 1, err[-3000:]
     assert fig["lost"] > 0 and not fig["ok"]
     assert any("never delivered" in p for p in fig["problems"])
 
@@ -132,3 +157,14 @@ def test_checker_catches_a_batch_lost_with_its_killed_consumer():
     # Killed after its "a" line: it may have acked, so no redelivery is owed.
     r = chaos.check({"p0": plog(CLEAN_P)}, {"c0": clog("R 1 p0:0-5\na 1\n"), "c1": other}, {"c0"})
     assert r["problems"] == [] and r["lost"] == 0
+
+
+def test_checker_attributes_redeliveries_of_released_batches():
+    """A handler that raised released its batch ("N"): the redelivery is explained, and a released
+    batch that nobody got again is lost."""
+    consumers = {"c0": clog("R 1 p0:0-5\nN 1\nR 2 p0:5-10\na 2\nA 2\nE\n"),
+                 "c1": clog("R 1 p0:0-5\na 1\nA 1\nE\n")}
+    r = chaos.check({"p0": plog(CLEAN_P)}, consumers, set())
+    assert r["problems"] == [] and r["duplicates"] == 5 and r["unattributed_duplicates"] == 0
+    r = chaos.check({"p0": plog(CLEAN_P)}, {"c0": consumers["c0"]}, set())
+    assert r["lost"] == 5 and any("handler raised" in p for p in r["problems"])

@@ -123,8 +123,12 @@ class Consumer:
 
     # -- public API -------------------------------------------------------
 
-    def get(self, timeout: float | None = None) -> Any:
-        """One item.  :class:`Empty` on timeout; :class:`Closed` once the queue is closed and drained.
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """One item, as ``queue.Queue.get``: waits up to ``timeout`` seconds (None: for ever).
+
+        :class:`Empty` on timeout, or at once with ``block=False`` when no
+        sealed batch is ready (``timeout`` is then ignored); :class:`Closed`
+        once the queue is closed and drained.
 
         Asking for an item confirms that the previous one was handled: the
         batch is acked once all its items were handed out *and* the caller
@@ -138,11 +142,17 @@ class Consumer:
             item = self._items[self._pos]
             self._pos += 1
             return item
-        deadline = self._deadline(timeout)
+        # block=False: one look at the folder (a deadline that has already
+        # passed), never a wait, as queue.Queue.get(block=False).
+        deadline = self._deadline(timeout if block else 0.0)
         self.ack()
         self._items = self._next_batch(deadline)
         self._pos = 1
         return self._items[0]
+
+    def get_nowait(self) -> Any:
+        """``get(block=False)``: an item if one is ready now, else :class:`Empty` at once."""
+        return self.get(False)
 
     def get_batch(self, timeout: float | None = None) -> list[Any]:
         """The items of one whole sealed batch, in put order.

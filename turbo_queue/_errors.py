@@ -10,6 +10,7 @@ constructor's arguments).
 from __future__ import annotations
 
 import os
+import queue
 
 __all__ = ["BatchFormatError", "BatchReadError", "Closed", "Empty", "Full", "TurboQueueError"]
 
@@ -29,12 +30,18 @@ class TurboQueueError(Exception):
         return f"{self.message} [{self.path}]"
 
 
-class Full(TurboQueueError):
-    """``put`` timed out while ``max_ready`` sealed batches were waiting."""
+# Full and Empty are also the standard library's, so code written for
+# queue.Queue or multiprocessing.Queue (``except queue.Empty``) works unchanged.
+# TurboQueueError comes first in the bases: its __init__, __str__ and args
+# (what pickling re-calls the constructor with) are the ones that apply.
 
 
-class Empty(TurboQueueError):
-    """``get`` timed out with no sealed batch to claim."""
+class Full(TurboQueueError, queue.Full):
+    """``put`` timed out (or ``block=False`` found no room) while ``max_ready`` sealed batches were waiting."""
+
+
+class Empty(TurboQueueError, queue.Empty):
+    """``get`` timed out (or ``block=False`` found nothing ready) with no sealed batch to claim."""
 
 
 class Closed(TurboQueueError):

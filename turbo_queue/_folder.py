@@ -112,6 +112,19 @@ class Folder:
         scan.ready.sort()
         return scan
 
+    def unacked(self) -> tuple[int, int]:
+        """(batches, events) sealed and not yet acked: ready plus claimed, from one scan."""
+        scan = self.scan()
+        events = 0
+        for name in scan.ready:
+            parsed = naming.parse_batch_name(name)
+            events += parsed.count if parsed is not None else 0
+        for name in scan.claimed:
+            claimed = naming.parse_claimed_name(name)
+            parsed = naming.parse_batch_name(claimed.ready_name) if claimed else None
+            events += parsed.count if parsed is not None else 0
+        return len(scan.ready) + len(scan.claimed), events
+
     def list_ready(self) -> list[str]:
         """Ready names, oldest first (the consumer's hot listing: no parsing)."""
         ready = [n for n in self.listdir() if naming.is_ready_name(n)]

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import _naming as naming
 from ._consumer import Consumer
+from ._errors import Full
 from ._folder import Folder
 from ._lease import DEFAULT_LEASE_TIMEOUT
 from ._producer import Producer
@@ -193,6 +194,63 @@ class Queue:
     def stats(self) -> dict[str, Any]:
         """Batches and events per state, from one listing of the folder (no file is opened)."""
         return folder_stats(self._folder)
+
+    # -- the queue.Queue conventions --------------------------------------
+    # qsize/empty/join as code written for queue.Queue or multiprocessing.Queue
+    # expects them, over the folder: what is sealed and not yet acked.
+
+    def qsize(self) -> int:
+        """Events sealed and not yet acked (ready + claimed), from one listing of the folder.
+
+        Like ``queue.Queue.qsize`` it is a snapshot: other processes may
+        change it at once.  Items buffered in producers (not sealed) and
+        batches in the dead-letter or set-aside states are not counted.
+        """
+        return self._folder.unacked()[1]
+
+    def empty(self) -> bool:
+        """True if no sealed batch waits to be claimed or acked (``qsize() == 0``)."""
+        return self._folder.unacked()[0] == 0
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every sealed batch has been acked; True, or False if ``timeout`` passed first.
+
+        First flushes the producers of this process on this path (their
+        partial batches would otherwise never be waited for), then waits for
+        no ready or claimed batch to remain.  Batches of other processes'
+        producers count once they are sealed.  A claimed batch of a dead
+        consumer holds ``join`` until a live consumer's recovery returns it
+        and it is consumed.
+        """
+        from ._producer import _live_producers
+        from ._wait import LEAVE_EVENTS, FolderWaiter
+
+        if timeout is not None and not timeout >= 0:  # also refuses NaN, which would never time out
+            raise ValueError(f"timeout: must be a non-negative number, got {timeout!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        folder = str(self._path)
+        pid = os.getpid()
+        for producer in list(_live_producers):
+            # Only this process's producers of this path: a forked child's
+            # copies belong to the parent, and other paths are other queues.
+            if producer._dir != folder or producer._pid != pid or producer._closed or not producer.pending:
+                continue
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                producer.flush(remaining)
+            except Full:
+                return False  # no room before the deadline: the batch cannot even be sealed
+        # Wake when a batch leaves a name (ack = unlink, claim/release/set
+        # aside = rename away): only then can the count reach zero.
+        waiter = FolderWaiter(folder, events=LEAVE_EVENTS)
+        try:
+            while self._folder.unacked()[0]:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                waiter.wait(deadline)
+            return True
+        finally:
+            waiter.close()
 
 
 def _check_writable(path: str) -> None:

@@ -31,7 +31,10 @@ __all__ = ["FolderWaiter"]
 
 _IN_CLOEXEC = 0o2000000
 _IN_NONBLOCK = 0o4000
-_IN_MOVED_TO = 0x80
+_IN_MOVED_FROM, _IN_MOVED_TO, _IN_DELETE = 0x40, 0x80, 0x200
+#: What ``Queue.join`` waits for: a batch leaving the folder's names (an ack
+#: is an unlink, a claim, release or set-aside a rename away from a name).
+LEAVE_EVENTS = _IN_MOVED_FROM | _IN_DELETE
 _IN_Q_OVERFLOW, _IN_IGNORED = 0x4000, 0x8000
 #: struct inotify_event: wd, mask, cookie, len, then ``len`` bytes of name.
 _EVENT = struct.Struct("iIII")
@@ -71,8 +74,11 @@ class FolderWaiter:
     #: Longest sleep even when inotify is watching (see module docstring).
     INOTIFY_CAP = 0.25
 
-    def __init__(self, path: str, wake_on: tuple[str, ...] | None = None, use_inotify: bool = True) -> None:
+    def __init__(self, path: str, wake_on: tuple[str, ...] | None = None, use_inotify: bool = True,
+                 events: int = _IN_MOVED_TO) -> None:
         self.path = path
+        #: The inotify mask watched (renames into the folder, unless told otherwise).
+        self._events = events
         #: Name prefixes whose arrival ends a wait (None: any rename).
         self._wake_on = tuple(p.encode() for p in wake_on) if wake_on else None
         self._use_inotify = use_inotify
@@ -89,7 +95,7 @@ class FolderWaiter:
             if lib:
                 fd = lib.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
                 if fd >= 0:
-                    if lib.inotify_add_watch(fd, os.fsencode(self.path), _IN_MOVED_TO) >= 0:
+                    if lib.inotify_add_watch(fd, os.fsencode(self.path), self._events) >= 0:
                         self._fd = fd
                     else:
                         os.close(fd)
