@@ -191,7 +191,7 @@ def putget() -> None:
         cmd.append("--putget")
 
     runner = pyperf.Runner(processes=6, values=3, warmups=1, min_time=0.2, add_cmdline_args=add_args,
-                           program_args=(sys.executable, "-m", "bench.batch_format"))
+                           program_args=("-m", "bench.batch_format"))
     runner.argparser.add_argument("--putget", action="store_true")
     results = []
     for batch in (100, 1000):
