@@ -77,6 +77,7 @@ from dataclasses import dataclass, field
 
 import turbo_queue
 from turbo_queue import _naming as naming
+from turbo_queue._folder import Folder
 
 __all__ = ["ConsumerLog", "ProducerLog", "check", "main", "parse_consumer_log", "parse_producer_log", "run"]
 
@@ -670,17 +671,11 @@ def run(args: argparse.Namespace) -> dict:
             while bad:
                 rec(f"X {bad.pop()}")
         rec("E")
-    left = Counter()
-    other = []
-    for name in os.listdir(qdir):
-        if name.startswith(naming.LOADING):
-            left["loading"] += 1
-        elif name.startswith(naming.CLAIMED):
-            left["claimed"] += 1
-        elif naming.is_ready_name(name):
-            left["ready"] += 1
-        elif name not in (naming.CLOSED_MARKER, naming.ASIDE_DIR):
-            other.append(name)
+    # The folder's own scan sorts its entries by state (dead/ and aside/ are
+    # its sub-folders, counted below), so the check reads it as the queue does.
+    scan = Folder(qdir).scan()
+    left = Counter(loading=len(scan.loading), claimed=len(scan.claimed), ready=len(scan.ready))
+    other = scan.other
     killed_producer_pids = {w.proc.pid for w in workers if w.killed and w.role == "producer"}
     aside_dir = os.path.join(qdir, naming.ASIDE_DIR)
     aside = sorted(os.listdir(aside_dir)) if os.path.isdir(aside_dir) else []
