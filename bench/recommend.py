@@ -291,6 +291,15 @@ def recommend(
         return rec
     if fits is None:
         fits = fit_curves(runs, scenario)
+    if cores:
+        # The producers run on the same cores as the consumers: the cap on
+        # consumers is what is left beside them.
+        producers = int(scenario.get("producers") or 0)
+        cores = max(1, int(cores) - producers)
+        rec.notes.append(
+            f"the core cap counts the {producers} producer(s) too: at most {cores} consumers "
+            f"beside them on {cores + producers} cores"
+        )
     ok_counts = sorted(turbo.loc[~turbo["failed"], SCALING_AXIS].unique())
     if len(ok_counts) < 2:
         rec.refusals.append(

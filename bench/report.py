@@ -39,6 +39,7 @@ from bench.loading import (
     ResultSet,
     ResultSetError,
     aggregate,
+    excluded_runs,
     failed_runs,
     load_result_set,
     scenario_label,
@@ -271,6 +272,7 @@ def build_report(
             doc, out, cells, s, rec, fits, cores, efficiency_threshold, latency_budget_ms
         )
     _failed_section(doc, fails)
+    _excluded_section(doc, rs.runs)
     _method_section(doc, efficiency_threshold, latency_budget_ms, noise_threshold)
 
     md_path = out / "report.md"
@@ -656,6 +658,41 @@ def _failed_section(doc, fails: pd.DataFrame):
         for r in fails.itertuples()
     ]
     doc.table(["cell", "repeat", "status", "error"], rows)
+
+
+def _excluded_section(doc, runs: pd.DataFrame):
+    """Rows kept out of fits, efficiencies and the recommendation, and why.
+
+    Rows of a set written before the harness checked validity (schema v1)
+    are marked "flagged (made before validity checks)": the reasons are what
+    the checks would have found, judged from the columns such a set has.
+    """
+    doc.h(2, "Invalid and flagged cells")
+    ex = excluded_runs(runs)
+    before = bool(runs.loc[runs["status"] == "ok", "made_before_checks"].any())
+    if before:
+        doc.p(
+            "This result set was made before the harness checked each cell's validity. The "
+            "rows below are **flagged (made before validity checks)**: the reasons are what those "
+            "checks would flag, judged from the CPU times, overhead and calibration it recorded."
+        )
+    if ex.empty:
+        doc.p("None: every ok repeat passed the validity checks and no producer-bound cell was seen.")
+        return
+    doc.p(
+        f"{len(ex)} ok repeat(s) in {ex['cell_id'].nunique()} cell(s) are listed here and left out "
+        "of fits, efficiencies and the recommendation."
+    )
+    rows = [
+        [
+            f"`{r.cell_id}`",
+            r.repeat,
+            "flagged (made before validity checks)" if r.made_before_checks else "invalid",
+            (r.exclude_reason or "").replace("\n", " ")[:300],
+        ]
+        for r in ex.itertuples()
+    ]
+    doc.table(["cell", "repeat", "state", "reason"], rows)
 
 
 def _method_section(doc, thr, budget, noise):

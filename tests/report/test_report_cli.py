@@ -50,7 +50,7 @@ def test_report_files_and_order(standard_report):
 def test_report_header_states_machine_and_reproduction(standard_report, standard_set):
     md = standard_report.markdown_path.read_text()
     assert "synthhost" in md and "Synthetic CPU @ 3.0GHz" in md
-    assert "| logical cores seen | 8 |" in md
+    assert "| logical cores seen | 9 |" in md
     assert "0123456789abcdef0123456789abcdef01234567" in md
     assert "python -m bench sweep --consumers 1,2,4,6,8 --repeats 3" in md
     assert "is a **model**" in md
