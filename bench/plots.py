@@ -201,7 +201,7 @@ def plot_scaling(
             xs = np.linspace(1.0, model_to, 200)
             ax.plot(
                 xs,
-                fit.predict(xs),
+                fit.predict_reported(xs),
                 color=color,
                 linestyle="--",
                 linewidth=1,

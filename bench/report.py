@@ -60,7 +60,7 @@ from bench.recommend import (
     recommend,
 )
 from bench.schema import SWEEP_AXES, SWEEP_SCALARS
-from bench.usl import KAPPA_ZERO, MIN_POINTS
+from bench.usl import MIN_POINTS
 
 fmt = plots.fmt_float
 
@@ -502,8 +502,8 @@ def _scenario_section(doc, out, cells, s, rec, fits, cores, thr, budget) -> list
                 f"{f.lam:,.0f} +- {fmt(f.lam_err, 2)}",
                 f"{f.sigma:.4f} +- {fmt(f.sigma_err, 2)}",
                 f"{f.kappa:.2e} +- {fmt(f.kappa_err, 2)}"
-                if f.kappa > KAPPA_ZERO
-                else f"0 +- {fmt(f.kappa_err, 2)}",
+                if f.kappa_resolved
+                else f"0 (not resolved: {f.kappa:.1e} +- {fmt(f.kappa_err, 2)})",
                 (
                     f"{f.peak_n:.1f} +- {fmt(f.peak_n_err, 2)}"
                     if math.isfinite(f.peak_n)
