@@ -505,7 +505,10 @@ def _compare_at(sc: pd.DataFrame, other: str, n, rec: Recommendation, noise: flo
         return cmp
     okc = o[~o["failed"]]
     if okc.empty:
-        cmp.note = f"failed at {n} consumers: {o['status_summary'].iloc[0]}"
+        if "excluded" in o and bool(o["excluded"].iloc[0]):
+            cmp.note = f"not comparable at {n} consumers: {o['exclude_reason'].iloc[0].split(';')[0]}"
+        else:
+            cmp.note = f"failed at {n} consumers: {o['status_summary'].iloc[0]}"
         return cmp
     same = okc[okc["batch_size"] == rec.batch_size]
     if batched and not same.empty:
