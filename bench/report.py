@@ -764,6 +764,19 @@ def _jsonable(v):
 # --------------------------------------------------------------------------- CLI
 
 
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def parse_duration_ms(text: str) -> float:
+    """'50ms' -> 50.0, '0.05s' -> 50.0, '500us' -> 0.5, '50' -> 50.0 (ms)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|ms|s)?\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive duration such as 50ms, 0.05s or 500us, got {text!r}"
+        )
+    return float(m.group(1)) * _UNITS_MS[m.group(2) or "ms"]
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench report",
@@ -777,6 +790,13 @@ def make_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_LATENCY_BUDGET_MS,
         help="p99 latency a recommended batch size must meet (default: %(default)s)",
+    )
+    p.add_argument(
+        "--latency-budget",
+        type=parse_duration_ms,
+        dest="latency_budget_ms",
+        metavar="DURATION",
+        help="the same budget with a unit: 50ms, 0.05s, 500us (a bare number is ms)",
     )
     p.add_argument(
         "--efficiency-threshold",

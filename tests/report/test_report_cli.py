@@ -182,3 +182,17 @@ def test_committed_result_sets_report(tmp_path):
     for i, d in enumerate(committed):
         assert main([str(d), "--out", str(tmp_path / str(i)), "--no-html"]) == 0, d
         assert "## Recommendation" in (tmp_path / str(i) / "report.md").read_text()
+
+
+def test_latency_budget_takes_a_unit():
+    import argparse
+
+    from bench.report import parse_duration_ms
+
+    assert parse_duration_ms("50ms") == 50.0
+    assert parse_duration_ms("0.05s") == pytest.approx(50.0)
+    assert parse_duration_ms("500us") == pytest.approx(0.5)
+    assert parse_duration_ms("20") == 20.0
+    for bad in ("fast", "-5ms", "0", "5 hours"):
+        with pytest.raises(argparse.ArgumentTypeError, match="positive duration"):
+            parse_duration_ms(bad)
