@@ -75,13 +75,17 @@ class CellComparison:
     significant: bool | None
     test: str
     status: str  # "ok", "new failure", "fixed", "failed in both", "only in A", "only in B"
+    p_value: float = math.nan
+    p_adjusted: float = math.nan
 
     @property
     def change(self) -> float:
         return self.ratio - 1 if math.isfinite(self.ratio) else math.nan
 
 
-def compare_sets(a: ResultSet, b: ResultSet) -> list[CellComparison]:
+def compare_sets(
+    a: ResultSet, b: ResultSet, correction: str = "holm", alpha: float = 0.05
+) -> list[CellComparison]:
     """One CellComparison per cell_id seen in either set."""
     ca = aggregate(a.runs).set_index("cell_id")
     cb = aggregate(b.runs).set_index("cell_id")
@@ -117,24 +121,73 @@ def compare_sets(a: ResultSet, b: ResultSet) -> list[CellComparison]:
             continue
         ratio = eb / ea
         if pyperf_test is not None and cid in ba and cid in bb:
-            significant, _t = pyperf_test(ba[cid], bb[cid])
+            # pyperf compare_to's test (Student's two-sample t on the
+            # bench.json values), as a p-value so that it can be corrected.
+            p = _student_p(ba[cid].get_values(), bb[cid].get_values())
             test = "pyperf t-test"
         else:
-            significant, test = _welch(ok_a.get(cid, []), ok_b.get(cid, []))
-        out.append(CellComparison(cid, ea, eb, ratio, bool(significant), test, "ok"))
+            p, test = _welch_p(ok_a.get(cid, []), ok_b.get(cid, []))
+        out.append(CellComparison(cid, ea, eb, ratio, None, test, "ok", p_value=p))
+    _correct(out, correction, alpha)
     return out
 
 
-def _welch(xa, xb) -> tuple[bool | None, str]:
-    """Welch's t-test at p < 0.05 on runs.csv values (fallback when bench.json lacks the cell)."""
+#: Multiple-testing corrections over the per-cell tests.
+CORRECTIONS = {
+    "holm": "Holm-Bonferroni (family-wise error rate)",
+    "bh": "Benjamini-Hochberg (false discovery rate)",
+    "none": "none (each cell tested alone)",
+}
+DEFAULT_CORRECTION = "holm"
+DEFAULT_ALPHA = 0.05
+
+
+def _student_p(xa, xb) -> float:
     if len(xa) < 2 or len(xb) < 2:
-        return None, "runs.csv: too few repeats"
+        return math.nan
     from scipy import stats
 
     if np.std(xa) == 0 and np.std(xb) == 0:
-        return bool(np.mean(xa) != np.mean(xb)), "runs.csv Welch t-test"
-    res = stats.ttest_ind(xa, xb, equal_var=False)
-    return bool(res.pvalue < 0.05), "runs.csv Welch t-test"
+        return 0.0 if np.mean(xa) != np.mean(xb) else 1.0
+    return float(stats.ttest_ind(xa, xb, equal_var=True).pvalue)
+
+
+def _welch_p(xa, xb) -> tuple[float, str]:
+    if len(xa) < 2 or len(xb) < 2:
+        return math.nan, "runs.csv: too few repeats"
+    from scipy import stats
+
+    if np.std(xa) == 0 and np.std(xb) == 0:
+        return (0.0 if np.mean(xa) != np.mean(xb) else 1.0), "runs.csv Welch t-test"
+    return float(stats.ttest_ind(xa, xb, equal_var=False).pvalue), "runs.csv Welch t-test"
+
+
+def _correct(rows: list[CellComparison], correction: str, alpha: float) -> None:
+    """Adjusted p-values and verdicts over every cell with a test.
+
+    Testing dozens of cells at 5% each finds a "significant" change in some
+    by chance alone; the correction keeps that chance at ``alpha`` for the
+    whole table (Holm) or bounds the share of false findings (BH).
+    """
+    tested = [r for r in rows if r.status == "ok" and math.isfinite(r.p_value)]
+    m = len(tested)
+    order = sorted(tested, key=lambda r: r.p_value)
+    if correction == "holm":
+        running = 0.0
+        for i, r in enumerate(order):
+            running = max(running, min(1.0, (m - i) * r.p_value))
+            r.p_adjusted = running
+    elif correction == "bh":
+        running = 1.0
+        for i in range(m - 1, -1, -1):
+            r = order[i]
+            running = min(running, min(1.0, r.p_value * m / (i + 1)))
+            r.p_adjusted = running
+    else:
+        for r in tested:
+            r.p_adjusted = r.p_value
+    for r in tested:
+        r.significant = bool(r.p_adjusted < alpha)
 
 
 def geometric_mean_ratio(rows: list[CellComparison]) -> float:
@@ -151,7 +204,18 @@ def regressions(rows: list[CellComparison], threshold: float) -> list[CellCompar
     return bad
 
 
-def render(rows: list[CellComparison], a: ResultSet, b: ResultSet, threshold: float) -> str:
+def _p(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) and math.isfinite(v) else "-"
+
+
+def render(
+    rows: list[CellComparison],
+    a: ResultSet,
+    b: ResultSet,
+    threshold: float,
+    correction: str = DEFAULT_CORRECTION,
+    alpha: float = DEFAULT_ALPHA,
+) -> str:
     """Markdown: a header, the per-cell table, the geometric mean and the verdict."""
     lines = [
         f"# Compare {a.name} (A) -> {b.name} (B)",
@@ -171,10 +235,12 @@ def render(rows: list[CellComparison], a: ResultSet, b: ResultSet, threshold: fl
         ]
     lines += [
         "Ratio = median events/s of B / median of A (above 1: B is faster). "
-        "Significance: pyperf compare_to's t-test on bench.json, or Welch's t-test on runs.csv where noted.",
+        "Significance: pyperf compare_to's t-test on bench.json, or Welch's t-test on runs.csv where noted; "
+        f"p-values corrected for {sum(math.isfinite(r.p_value) for r in rows)} tests at once by "
+        f"{CORRECTIONS[correction]}, significant when the corrected p < {alpha:g}.",
         "",
-        "| cell | A events/s | B events/s | B/A | change | significant | test | status |",
-        "|---|---|---|---|---|---|---|---|",
+        "| cell | A events/s | B events/s | B/A | change | p | corrected p | significant | test | status |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         sig = {True: "yes", False: "no", None: "-"}[r.significant]
@@ -183,7 +249,8 @@ def render(rows: list[CellComparison], a: ResultSet, b: ResultSet, threshold: fl
             flag = " **REGRESSION**"
         lines.append(
             f"| `{r.cell_id}` | {_n(r.a_eps)} | {_n(r.b_eps)} | {_r(r.ratio)} | "
-            f"{_pct(r.change)} | {sig} | {r.test} | {r.status}{flag} |"
+            f"{_pct(r.change)} | {_p(r.p_value)} | {_p(r.p_adjusted)} | {sig} | {r.test} | "
+            f"{r.status}{flag} |"
         )
     gm = geometric_mean_ratio(rows)
     lines += [
@@ -227,6 +294,14 @@ def make_parser() -> argparse.ArgumentParser:
         help="fail when a significant slow-down exceeds this fraction (default: %(default)s)",
     )
     p.add_argument("--out", default=None, help="also write the table as Markdown to this file")
+    p.add_argument(
+        "--correction",
+        choices=sorted(CORRECTIONS),
+        default=DEFAULT_CORRECTION,
+        help="multiple-testing correction over the per-cell tests (default: %(default)s)",
+    )
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                   help="significance level after correction (default: %(default)s)")
     return p
 
 
@@ -235,14 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         a = load_result_set(args.a)
         b = load_result_set(args.b)
-        rows = compare_sets(a, b)
+        rows = compare_sets(a, b, args.correction, args.alpha)
     except ResultSetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not any(r.status not in ("only in A", "only in B") for r in rows):
         print(f"error: {a.path} and {b.path} have no cell_id in common", file=sys.stderr)
         return 2
-    text = render(rows, a, b, args.threshold)
+    text = render(rows, a, b, args.threshold, args.correction, args.alpha)
     print(text, end="")
     if args.out:
         Path(args.out).write_text(text)

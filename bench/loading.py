@@ -27,7 +27,32 @@ from bench.schema import CELL_KEYS, COLUMNS, SCHEMA_VERSION
 
 #: Schema versions this reader understands.  Columns are only ever added within
 #: a version, so a reader of version N reads any set written as version N.
-KNOWN_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
+KNOWN_SCHEMA_VERSIONS = frozenset({1, 2, SCHEMA_VERSION})
+
+#: Columns of schema version 2 (written by bench-measure), with their kinds.
+#: Read defensively: a v1 set lacks them and gets them empty, so every
+#: consumer of a loaded set can rely on the column existing.
+V2_COLUMN_KINDS = {
+    "load": "str", "offered_rate": "float",
+    "queue_wait_p50_ms": "float", "queue_wait_p90_ms": "float",
+    "queue_wait_p99_ms": "float", "queue_wait_max_ms": "float",
+    "work_us_measured": "float", "work_drift_pct": "float", "overhead_err_us": "float",
+    "steal_pct": "float", "cpu_mhz": "float", "usable_cores": "int",
+    "producer_cpu_pct": "float", "consumer_cpu_pct": "float", "bottleneck": "str",
+    "valid": "bool", "invalid_reason": "str", "polling_fallback": "bool", "pinned": "bool",
+    "producers_setting": "str",
+}
+
+#: The issue's validity thresholds, re-applied by the reader so that a set
+#: whose writer did not apply them (or a v1 set) is still checked.
+MAX_WORK_DRIFT_PCT = 10.0
+MAX_STEAL_PCT = 5.0
+PRODUCER_SATURATED_PCT = 90.0
+#: Tolerance of the retro-check on v1 rows, which lack overhead_err_us: CPU
+#: times are read in 10 ms ticks per process, and the calibration is good to
+#: about 2% of the work.
+CPU_TICK_S = 0.01
+CALIBRATION_TOLERANCE = 0.02
 
 #: The scaling axis of every curve: producers are usually fixed (often 1) and
 #: the user's question is how many consumers to run.
@@ -68,6 +93,13 @@ def _column_kind(description: str) -> str:
 
 
 COLUMN_KINDS = {name: _column_kind(desc) for name, desc in COLUMNS.items()}
+for _name, _kind in V2_COLUMN_KINDS.items():
+    COLUMN_KINDS.setdefault(_name, _kind)
+# bool columns are parsed by _parse_bool; a bool described as "bool" in
+# schema.py lands in "str" by _column_kind, so force the known ones.
+BOOL_COLUMNS = tuple(n for n, k in V2_COLUMN_KINDS.items() if k == "bool")
+for _name in BOOL_COLUMNS:
+    COLUMN_KINDS[_name] = "bool"
 NUMERIC_COLUMNS = tuple(n for n, k in COLUMN_KINDS.items() if k in ("int", "float"))
 STRING_COLUMNS = tuple(n for n, k in COLUMN_KINDS.items() if k == "str")
 
@@ -144,9 +176,110 @@ def load_runs(path: str | os.PathLike) -> pd.DataFrame:
         runs[col] = pd.to_numeric(runs[col], errors="coerce")
     for col in STRING_COLUMNS:
         runs[col] = runs[col].fillna("").astype(str)
+    for col in BOOL_COLUMNS:
+        runs[col] = runs[col].map(_parse_bool)
     runs["status"] = runs["status"].str.strip().str.lower()
+    # A v1 set has no load column: every one of its cells is closed loop.
+    runs["load"] = runs["load"].str.strip().replace("", "closed")
     _add_derived(runs)
+    check_validity(runs)
     return runs.copy()  # consolidate the blocks the column fixes above left scattered
+
+
+def _parse_bool(v):
+    if isinstance(v, bool):
+        return v
+    t = str(v).strip().lower()
+    if t in ("true", "1", "yes"):
+        return True
+    if t in ("false", "0", "no"):
+        return False
+    return np.nan  # unknown (a v1 row, or a failed cell)
+
+
+def check_validity(runs: pd.DataFrame) -> None:
+    """Per-row validity, in columns the report and the recommendation read.
+
+    Adds ``made_before_checks`` (True for rows whose writer recorded no
+    ``valid``: v1 sets), ``producer_bound`` (the producers, not the queue,
+    limited the cell: ``bottleneck == producers``, or their CPU at >= 90% of
+    the window for v1 rows), ``check_flags`` (what the reader's own checks
+    found, "; "-joined), ``exclude_reason`` (why the row is kept out of fits,
+    efficiencies and the recommendation: the writer's ``invalid_reason``, the
+    reader's flags, producer-bound) and ``usable`` (ok and nothing to exclude).
+    """
+    ok = runs["status"] == "ok"
+    before = runs["valid"].isna()
+    runs["made_before_checks"] = before & ok
+    prod_cpu = runs["producer_cpu_pct"].copy()
+    est = (
+        (runs["producer_user_s"] + runs["producer_sys_s"])
+        / (runs["producers"] * runs["window_s"])
+        * 100
+    )
+    prod_cpu = prod_cpu.fillna(est)
+    runs["producer_cpu_pct"] = prod_cpu
+    events = runs["events"].where(runs["events"] > 0)
+    cons_us = (runs["consumer_user_s"] + runs["consumer_sys_s"]) / events * 1e6
+    runs["consumer_cpu_us_per_event"] = cons_us
+    work = runs["work_us_measured"].fillna(runs["work_cpu_us_per_event"]).fillna(runs["work_us"])
+    err = runs["overhead_err_us"].fillna(
+        (runs["producers"] + runs["consumers"]) * CPU_TICK_S / events * 1e6
+        + CALIBRATION_TOLERANCE * work
+    )
+    bott = runs["bottleneck"].str.strip().str.lower()
+    bound = (bott == "producers") | ((bott == "") & (prod_cpu >= PRODUCER_SATURATED_PCT))
+    runs["producer_bound"] = bound & ok
+    flags, excl = [], []
+    for i in runs.index:
+        f = []
+        if not ok[i]:
+            flags.append("")
+            excl.append("")
+            continue
+        ov = runs.at[i, "overhead_us_per_event"]
+        if pd.notna(ov) and pd.notna(err[i]) and ov < -err[i]:
+            f.append(
+                f"negative queue overhead ({ov:.1f} us/event, beyond its error of "
+                f"{err[i]:.1f} us): the work cost less than the {work[i]:.1f} us assumed"
+            )
+        cu = cons_us[i]
+        if pd.notna(cu) and pd.notna(work[i]) and work[i] > 0 and cu < 0.9 * work[i]:
+            f.append(
+                f"consumer CPU per event ({cu:.1f} us) below the {work[i]:.1f} us of work "
+                "it ran: the CPU ran faster than calibrated"
+            )
+        drift = runs.at[i, "work_drift_pct"]
+        if pd.notna(drift) and drift > MAX_WORK_DRIFT_PCT:
+            f.append(f"work cost drifted {drift:.0f}% from the calibration (> {MAX_WORK_DRIFT_PCT:g}%)")
+        steal = runs.at[i, "steal_pct"]
+        if pd.notna(steal) and steal > MAX_STEAL_PCT:
+            f.append(f"steal time {steal:.1f}% (> {MAX_STEAL_PCT:g}%)")
+        flags.append("; ".join(f))
+        reasons = []
+        if runs.at[i, "valid"] is False or runs.at[i, "valid"] == False:  # noqa: E712
+            reasons.append(runs.at[i, "invalid_reason"] or "marked invalid by the harness")
+        reasons += [x for x in f if x not in reasons[0:1]]
+        if bound[i]:
+            reasons.append(
+                f"producer-bound (producers at {prod_cpu[i]:.0f}% CPU): measures the supply, "
+                "not the queue"
+            )
+        excl.append("; ".join(reasons))
+    runs["check_flags"] = flags
+    runs["exclude_reason"] = excl
+    runs["usable"] = ok & (runs["exclude_reason"] == "")
+
+
+def excluded_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """ok rows kept out of fits, efficiencies and the recommendation, with why."""
+    ex = runs[(runs["status"] == "ok") & ~runs["usable"]]
+    return ex.sort_values(["cell_id", "repeat"]).reset_index(drop=True)
+
+
+def usable_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """ok, valid, not producer-bound, closed-loop rows: what fits and recommendations use."""
+    return runs[runs["usable"] & (runs["load"] == "closed")]
 
 
 def _add_derived(runs: pd.DataFrame) -> None:
@@ -157,11 +290,10 @@ def _add_derived(runs: pd.DataFrame) -> None:
     both_missing = runs["ctx_voluntary_per_event"].isna() & runs["ctx_involuntary_per_event"].isna()
     runs.loc[both_missing, "ctx_per_event"] = np.nan
     busy = runs["cpu_busy_pct"].clip(lower=0, upper=100)
-    useful = (runs["useful_work_fraction"] * 100).clip(lower=0)
-    # Useful work can exceed what the busy % says when the calibration is off
-    # by a little; clip so that the three parts never sum past 100%.
-    runs["useful_pct"] = np.minimum(useful, busy)
-    runs["overhead_pct"] = (busy - runs["useful_pct"]).clip(lower=0)
+    # Not clipped: useful work above the busy % (a negative overhead) means
+    # the work cost less than calibrated, and the saturation plot must show it.
+    runs["useful_pct"] = runs["useful_work_fraction"] * 100
+    runs["overhead_pct"] = busy - runs["useful_pct"]
     runs["idle_pct"] = 100 - busy
 
 
@@ -217,12 +349,14 @@ def failed_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _metric_columns(runs: pd.DataFrame) -> list[str]:
-    skip = set(CELL_KEYS) | {"schema_version", "repeat", "cpu_count"}
-    cols = [c for c in NUMERIC_COLUMNS if c not in skip] + list(DERIVED_COLUMNS)
+    skip = set(CELL_KEYS) | {"schema_version", "repeat", "cpu_count", "load"}
+    cols = [c for c in NUMERIC_COLUMNS if c not in skip] + list(DERIVED_COLUMNS) + [
+        "consumer_cpu_us_per_event"
+    ]
     return [c for c in cols if c in runs.columns]
 
 
-def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
+def aggregate(runs: pd.DataFrame, closed_only: bool = True) -> pd.DataFrame:
     """One row per cell: median, ``_min`` and ``_max`` of every metric over ok repeats.
 
     The median column keeps the metric's own name (``events_per_s`` is the
@@ -232,7 +366,11 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     (max - min) / median, NaN with fewer than 2 ok repeats).  Cells with no ok
     repeat keep NaN metrics, never zeros.
     """
-    keys = ["cell_id", *CELL_KEYS]
+    if closed_only:
+        # Scaling curves and the recommendation are closed-loop questions;
+        # open-loop cells (load != "closed") answer latency at a given rate.
+        runs = runs[runs["load"] == "closed"]
+    keys = ["cell_id", *CELL_KEYS, *(["load"] if "load" not in CELL_KEYS else [])]
     metrics = _metric_columns(runs)
     book = (
         runs.groupby(keys, dropna=False, sort=True)
@@ -245,7 +383,12 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         )
         .reset_index()
     )
-    ok = ok_runs(runs)
+    # Medians rest on the usable repeats of a cell when it has any; a cell
+    # with none (every repeat invalid or producer-bound) is aggregated over
+    # its ok repeats so it can still be drawn, and marked ``excluded``.
+    okr = ok_runs(runs)
+    has_usable = okr.groupby(keys, dropna=False)["usable"].transform("any")
+    ok = okr[okr["usable"] | ~has_usable]
     if ok.empty:
         names = [m + sfx for sfx in ("", "_min", "_max") for m in metrics]
         stats = pd.concat(
@@ -260,7 +403,22 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     out = book.merge(stats, on=keys, how="left")
     with np.errstate(divide="ignore", invalid="ignore"):
         spread = (out["events_per_s_max"] - out["events_per_s_min"]) / out["events_per_s"]
-    out = out.assign(failed=out["n_ok"] == 0, spread=spread.where(out["n_ok"] >= 2))
+    flags = (
+        runs.groupby(keys, dropna=False)
+        .agg(
+            n_usable=("usable", "sum"),
+            exclude_reason=("exclude_reason", _first_error),
+            made_before_checks=("made_before_checks", "any"),
+            producer_bound=("producer_bound", "any"),
+        )
+        .reset_index()
+    )
+    out = out.merge(flags, on=keys, how="left")
+    out = out.assign(
+        failed=out["n_ok"] == 0,
+        spread=spread.where(out["n_ok"] >= 2),
+        excluded=(out["n_ok"] > 0) & (out["n_usable"] == 0),
+    )
     return out.sort_values([*SCENARIO_KEYS, "backend", "batch_size", SCALING_AXIS]).reset_index(
         drop=True
     )

@@ -118,11 +118,16 @@ def _errbar_curve(ax, c: pd.DataFrame, col: str, **kw):
     )
 
 
-def _mark_cores(ax, cores):
+def _mark_cores(ax, cores, producers=0):
     # Every plot that marks cores has consumer counts on x: whole numbers only.
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     if cores:
-        ax.axvline(cores, color="0.4", linestyle=":", linewidth=1.2, label=f"{cores} logical cores")
+        # The producers run on the same cores: the line is where consumers
+        # plus producers fill the machine.
+        p = int(producers or 0)
+        at = max(1, int(cores) - p)
+        label = f"{cores} logical cores" if not p else f"{at} consumers + {p} producer(s) = {cores} cores"
+        ax.axvline(at, color="0.4", linestyle=":", linewidth=1.2, label=label)
 
 
 def _mark_failed(ax, c: pd.DataFrame, color):
@@ -181,6 +186,18 @@ def plot_scaling(
             )
         if not ok.empty:
             _errbar_curve(ax, c, "events_per_s", color=color, label=label)
+            if "producer_bound" in ok:
+                # The bottleneck on the plot: producer-bound and invalid points
+                # are drawn, marked, and never fitted.
+                pb = ok[ok["producer_bound"].fillna(False).astype(bool)]
+                ex = ok[ok["excluded"].fillna(False).astype(bool) & ~ok.index.isin(pb.index)]
+                if not pb.empty:
+                    ax.scatter(pb[SCALING_AXIS], pb["events_per_s"], marker="s", s=110,
+                               facecolors="none", edgecolors="k", zorder=5,
+                               label="producer-bound (not fitted)")
+                if not ex.empty:
+                    ax.scatter(ex[SCALING_AXIS], ex["events_per_s"], marker="X", s=90,
+                               color="k", zorder=5, label="invalid or flagged (not fitted)")
             if i == ideal_of:
                 base_n = float(ok.iloc[0][SCALING_AXIS])
                 per = float(ok.iloc[0]["events_per_s"]) / base_n
@@ -201,7 +218,7 @@ def plot_scaling(
             xs = np.linspace(1.0, model_to, 200)
             ax.plot(
                 xs,
-                fit.predict(xs),
+                fit.predict_reported(xs),
                 color=color,
                 linestyle="--",
                 linewidth=1,
@@ -217,7 +234,7 @@ def plot_scaling(
         ax.plot([], [], color="0.3", linestyle="--", linewidth=1, label=label)
     if model_to > n_max:
         ax.axvspan(n_max, model_to, color="0.5", alpha=0.08, label="beyond measured: model only")
-    _mark_cores(ax, cores)
+    _mark_cores(ax, cores, scenario.get("producers", 0))
     ax.set_xlim(0, model_to * 1.02)
     ax.set_ylim(bottom=0)
     _thousands(ax)
@@ -262,7 +279,7 @@ def plot_efficiency(
         threshold, color="k", linestyle="--", linewidth=1, label=f"threshold {threshold:.0%}"
     )
     ax.axhline(1.0, color="0.6", linewidth=0.8)
-    _mark_cores(ax, cores)
+    _mark_cores(ax, cores, scenario.get("producers", 0))
     ax.set_ylim(0, max(1.2, ax.get_ylim()[1]))
     ax.set_xlabel("consumer processes")
     ax.set_ylabel("scaling efficiency  X(N) / (N x X(base)/base)")
@@ -295,13 +312,22 @@ def plot_saturation(
         useful = ok["useful_pct"].to_numpy(float)
         over = ok["overhead_pct"].to_numpy(float)
         idle = ok["idle_pct"].to_numpy(float)
+        pos = np.clip(over, 0, None)
         ax.bar(x, useful, color="tab:green", label="useful work")
-        ax.bar(x, over, bottom=useful, color="tab:red", label="queue overhead")
-        ax.bar(x, idle, bottom=useful + over, color="0.85", label="idle")
+        ax.bar(x, pos, bottom=useful, color="tab:red", label="queue overhead")
+        ax.bar(x, idle, bottom=useful + pos, color="0.85", label="idle")
+        neg = over < 0
+        if neg.any():
+            # Useful work above the busy %: the work cost less than calibrated.
+            # Drawn, hatched, rather than clipped away (the cell is flagged).
+            ax.bar(x[neg], over[neg], bottom=useful[neg], color="none", edgecolor="k",
+                   hatch="//", label="negative overhead (flagged)")
+            ax.set_ylim(0, max(100.0, float(np.nanmax(useful + idle)) * 1.05))
         ax.set_xticks(x, [str(int(n)) for n in ok[SCALING_AXIS]])
         ax.set_xlabel("consumers")
         ax.set_title(curve_label(sc, backend, batch), fontsize=9)
-        ax.set_ylim(0, 100)
+        if not (over < 0).any():
+            ax.set_ylim(0, 100)
         if ok.empty:
             ax.text(
                 0.5,
@@ -420,7 +446,7 @@ def plot_ctx_switches(
         drawn = True
     if drawn and (sc["ctx_per_event"] > 0).any():
         ax.set_yscale("log")
-    _mark_cores(ax, cores)
+    _mark_cores(ax, cores, scenario.get("producers", 0))
     ax.set_xlabel("consumer processes")
     ax.set_ylabel("context switches per event (log)")
     ax.set_title(f"Contention: {scenario_label(scenario)}", fontsize=10)

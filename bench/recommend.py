@@ -39,9 +39,9 @@ from bench.loading import (
     DEFAULT_NOISE_THRESHOLD,
     SCALING_AXIS,
     SCENARIO_KEYS,
-    ok_runs,
     scenario_label,
     select,
+    usable_runs,
 )
 from bench.usl import MIN_POINTS, USLFit, fit_usl
 
@@ -113,7 +113,8 @@ def best_batch(cells: pd.DataFrame, backend: str):
 
 def fit_curves(runs: pd.DataFrame, scenario: dict) -> dict[tuple[str, object], USLFit]:
     """USL fit per (backend, batch_size) of one scenario, on every ok repeat."""
-    okr = ok_runs(select(runs, **scenario))
+    # Invalid, retro-flagged and producer-bound rows are never fitted.
+    okr = usable_runs(select(runs, **scenario))
     fits = {}
     for (backend, batch), g in okr.groupby(["backend", "batch_size"], sort=True):
         fits[(backend, _plain(batch))] = fit_usl(g[SCALING_AXIS], g["events_per_s"])
@@ -274,12 +275,31 @@ def recommend(
         cores=cores,
     )
     sc = select(cells, **{k: scenario[k] for k in SCENARIO_KEYS})
+    if "excluded" in sc:
+        # A cell whose every repeat is invalid or producer-bound carries no
+        # evidence about the queue: the rules treat it like a failed cell.
+        excl = sc[sc["excluded"] & (sc["backend"] == TURBO)]
+        if not excl.empty:
+            rec.notes.append(
+                "not recommended from (invalid, flagged or producer-bound): "
+                + ", ".join(excl["cell_id"])
+            )
+        sc = sc.assign(failed=sc["failed"] | sc["excluded"])
     turbo = sc[sc["backend"] == TURBO]
     if turbo.empty:
         rec.refusals.append("turbo was not measured in this scenario")
         return rec
     if fits is None:
         fits = fit_curves(runs, scenario)
+    if cores:
+        # The producers run on the same cores as the consumers: the cap on
+        # consumers is what is left beside them.
+        producers = int(scenario.get("producers") or 0)
+        cores = max(1, int(cores) - producers)
+        rec.notes.append(
+            f"the core cap counts the {producers} producer(s) too: at most {cores} consumers "
+            f"beside them on {cores + producers} cores"
+        )
     ok_counts = sorted(turbo.loc[~turbo["failed"], SCALING_AXIS].unique())
     if len(ok_counts) < 2:
         rec.refusals.append(
@@ -485,7 +505,10 @@ def _compare_at(sc: pd.DataFrame, other: str, n, rec: Recommendation, noise: flo
         return cmp
     okc = o[~o["failed"]]
     if okc.empty:
-        cmp.note = f"failed at {n} consumers: {o['status_summary'].iloc[0]}"
+        if "excluded" in o and bool(o["excluded"].iloc[0]):
+            cmp.note = f"not comparable at {n} consumers: {o['exclude_reason'].iloc[0].split(';')[0]}"
+        else:
+            cmp.note = f"failed at {n} consumers: {o['status_summary'].iloc[0]}"
         return cmp
     same = okc[okc["batch_size"] == rec.batch_size]
     if batched and not same.empty:

@@ -39,6 +39,7 @@ from bench.loading import (
     ResultSet,
     ResultSetError,
     aggregate,
+    excluded_runs,
     failed_runs,
     load_result_set,
     scenario_label,
@@ -59,7 +60,7 @@ from bench.recommend import (
     recommend,
 )
 from bench.schema import SWEEP_AXES, SWEEP_SCALARS
-from bench.usl import KAPPA_ZERO, MIN_POINTS
+from bench.usl import MIN_POINTS
 
 fmt = plots.fmt_float
 
@@ -271,6 +272,7 @@ def build_report(
             doc, out, cells, s, rec, fits, cores, efficiency_threshold, latency_budget_ms
         )
     _failed_section(doc, fails)
+    _excluded_section(doc, rs.runs)
     _method_section(doc, efficiency_threshold, latency_budget_ms, noise_threshold)
 
     md_path = out / "report.md"
@@ -500,8 +502,8 @@ def _scenario_section(doc, out, cells, s, rec, fits, cores, thr, budget) -> list
                 f"{f.lam:,.0f} +- {fmt(f.lam_err, 2)}",
                 f"{f.sigma:.4f} +- {fmt(f.sigma_err, 2)}",
                 f"{f.kappa:.2e} +- {fmt(f.kappa_err, 2)}"
-                if f.kappa > KAPPA_ZERO
-                else f"0 +- {fmt(f.kappa_err, 2)}",
+                if f.kappa_resolved
+                else f"0 (not resolved: {f.kappa:.1e} +- {fmt(f.kappa_err, 2)})",
                 (
                     f"{f.peak_n:.1f} +- {fmt(f.peak_n_err, 2)}"
                     if math.isfinite(f.peak_n)
@@ -658,6 +660,41 @@ def _failed_section(doc, fails: pd.DataFrame):
     doc.table(["cell", "repeat", "status", "error"], rows)
 
 
+def _excluded_section(doc, runs: pd.DataFrame):
+    """Rows kept out of fits, efficiencies and the recommendation, and why.
+
+    Rows of a set written before the harness checked validity (schema v1)
+    are marked "flagged (made before validity checks)": the reasons are what
+    the checks would have found, judged from the columns such a set has.
+    """
+    doc.h(2, "Invalid and flagged cells")
+    ex = excluded_runs(runs)
+    before = bool(runs.loc[runs["status"] == "ok", "made_before_checks"].any())
+    if before:
+        doc.p(
+            "This result set was made before the harness checked each cell's validity. The "
+            "rows below are **flagged (made before validity checks)**: the reasons are what those "
+            "checks would flag, judged from the CPU times, overhead and calibration it recorded."
+        )
+    if ex.empty:
+        doc.p("None: every ok repeat passed the validity checks and no producer-bound cell was seen.")
+        return
+    doc.p(
+        f"{len(ex)} ok repeat(s) in {ex['cell_id'].nunique()} cell(s) are listed here and left out "
+        "of fits, efficiencies and the recommendation."
+    )
+    rows = [
+        [
+            f"`{r.cell_id}`",
+            r.repeat,
+            "flagged (made before validity checks)" if r.made_before_checks else "invalid",
+            (r.exclude_reason or "").replace("\n", " ")[:300],
+        ]
+        for r in ex.itertuples()
+    ]
+    doc.table(["cell", "repeat", "state", "reason"], rows)
+
+
 def _method_section(doc, thr, budget, noise):
     doc.h(2, "Method")
     doc.ul(
@@ -727,6 +764,19 @@ def _jsonable(v):
 # --------------------------------------------------------------------------- CLI
 
 
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def parse_duration_ms(text: str) -> float:
+    """'50ms' -> 50.0, '0.05s' -> 50.0, '500us' -> 0.5, '50' -> 50.0 (ms)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|ms|s)?\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive duration such as 50ms, 0.05s or 500us, got {text!r}"
+        )
+    return float(m.group(1)) * _UNITS_MS[m.group(2) or "ms"]
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench report",
@@ -740,6 +790,13 @@ def make_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_LATENCY_BUDGET_MS,
         help="p99 latency a recommended batch size must meet (default: %(default)s)",
+    )
+    p.add_argument(
+        "--latency-budget",
+        type=parse_duration_ms,
+        dest="latency_budget_ms",
+        metavar="DURATION",
+        help="the same budget with a unit: 50ms, 0.05s, 500us (a bare number is ms)",
     )
     p.add_argument(
         "--efficiency-threshold",

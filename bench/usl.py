@@ -76,15 +76,26 @@ class USLFit:
     def predict(self, n):
         return usl(n, self.lam, self.sigma, self.kappa)
 
+    def predict_reported(self, n):
+        """The curve the report's table states: a sigma or kappa it shows as 0 is 0 here.
+
+        Drawing the raw optimum would draw a peak (or ceiling) the table says
+        the data cannot support.
+        """
+        sigma = self.sigma if self.sigma_resolved else 0.0
+        kappa = self.kappa if self.kappa_resolved else 0.0
+        return usl(n, self.lam, sigma, kappa)
+
     @staticmethod
     def _resolved(value: float, err: float, floor: float) -> bool:
         """A parameter is told apart from 0 when above ``floor`` and RESOLVE_SIGMAS errors.
 
-        An unknown error (exact fit) cannot refute the value, so it counts.
+        An unknown error (an exact fit: as many points as parameters) says
+        nothing about the value, so it never counts as resolved.
         """
         if value <= floor:
             return False
-        return not math.isfinite(err) or value > RESOLVE_SIGMAS * err
+        return math.isfinite(err) and value > RESOLVE_SIGMAS * err
 
     @property
     def kappa_resolved(self) -> bool:
@@ -202,6 +213,9 @@ def fit_usl(n, x) -> USLFit:
                     n,
                     y,
                     p0=p0,
+                    # Noise grows with throughput: weight by relative error,
+                    # so the high-N points do not swamp the low-N ones.
+                    sigma=y,
                     bounds=(
                         [0.0, SIGMA_BOUNDS[0], KAPPA_BOUNDS[0]],
                         [np.inf, SIGMA_BOUNDS[1], KAPPA_BOUNDS[1]],
@@ -218,7 +232,7 @@ def fit_usl(n, x) -> USLFit:
         except (RuntimeError, ValueError) as exc:
             last_error = str(exc)
             continue
-        sse = float(np.sum((usl(n, *popt) - y) ** 2))
+        sse = float(np.sum(((usl(n, *popt) - y) / y) ** 2))
         if best is None or sse < best[2] - 1e-15:
             best = (popt, pcov, sse)
     if best is None:
@@ -234,7 +248,8 @@ def fit_usl(n, x) -> USLFit:
         )
     popt, pcov, sse = best
     sst = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - sse / sst if sst > 0 else math.nan
+    sse_abs = float(np.sum((usl(n, *popt) - y) ** 2))
+    r2 = 1.0 - sse_abs / sst if sst > 0 else math.nan
     cov = np.array(pcov, dtype=float)
     cov[0, :] *= scale
     cov[:, 0] *= scale

@@ -50,7 +50,7 @@ def test_report_files_and_order(standard_report):
 def test_report_header_states_machine_and_reproduction(standard_report, standard_set):
     md = standard_report.markdown_path.read_text()
     assert "synthhost" in md and "Synthetic CPU @ 3.0GHz" in md
-    assert "| logical cores seen | 8 |" in md
+    assert "| logical cores seen | 9 |" in md
     assert "0123456789abcdef0123456789abcdef01234567" in md
     assert "python -m bench sweep --consumers 1,2,4,6,8 --repeats 3" in md
     assert "is a **model**" in md
@@ -150,10 +150,10 @@ def test_bad_input_exits_2_naming_the_file(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty")]) == 2
     assert str(tmp_path / "empty" / "runs.csv") in capsys.readouterr().err
-    d = write_result_set(tmp_path / "v", schema_version=2, consumers=(1, 2))
+    d = write_result_set(tmp_path / "v", schema_version=9, consumers=(1, 2))
     assert main([str(d)]) == 2
     err = capsys.readouterr().err
-    assert "schema_version 2" in err and "runs.csv" in err
+    assert "schema_version 9" in err and "runs.csv" in err
 
 
 def test_python_dash_m_bench_report(tmp_path):
@@ -182,3 +182,17 @@ def test_committed_result_sets_report(tmp_path):
     for i, d in enumerate(committed):
         assert main([str(d), "--out", str(tmp_path / str(i)), "--no-html"]) == 0, d
         assert "## Recommendation" in (tmp_path / str(i) / "report.md").read_text()
+
+
+def test_latency_budget_takes_a_unit():
+    import argparse
+
+    from bench.report import parse_duration_ms
+
+    assert parse_duration_ms("50ms") == 50.0
+    assert parse_duration_ms("0.05s") == pytest.approx(50.0)
+    assert parse_duration_ms("500us") == pytest.approx(0.5)
+    assert parse_duration_ms("20") == 20.0
+    for bad in ("fast", "-5ms", "0", "5 hours"):
+        with pytest.raises(argparse.ArgumentTypeError, match="positive duration"):
+            parse_duration_ms(bad)

@@ -113,3 +113,33 @@ def test_python_dash_m_bench_compare(baseline):
     )
     assert proc.returncode == 0, proc.stderr
     assert "Geometric mean" in proc.stdout
+
+
+def test_multiple_testing_correction_changes_a_borderline_verdict():
+    from bench.compare import CellComparison, _correct
+
+    def rows():
+        out = [CellComparison("borderline", 100.0, 90.0, 0.9, None, "t", "ok", p_value=0.02)]
+        out += [
+            CellComparison(f"c{i}", 100.0, 100.0, 1.0, None, "t", "ok", p_value=0.5 + i / 100)
+            for i in range(9)
+        ]
+        return out
+
+    alone = rows()
+    _correct(alone, "none", 0.05)
+    assert alone[0].significant  # p = 0.02 < 0.05 tested alone ...
+    holm = rows()
+    _correct(holm, "holm", 0.05)
+    assert holm[0].p_adjusted == pytest.approx(0.2)  # ... but one of 10 tests
+    assert not holm[0].significant
+    bh = rows()
+    _correct(bh, "bh", 0.05)
+    assert bh[0].p_adjusted == pytest.approx(0.2) and not bh[0].significant
+
+
+def test_output_names_the_correction(baseline, capsys):
+    assert main([str(baseline), str(baseline)]) == 0
+    assert "Holm-Bonferroni" in capsys.readouterr().out
+    assert main([str(baseline), str(baseline), "--correction", "bh"]) == 0
+    assert "Benjamini-Hochberg" in capsys.readouterr().out

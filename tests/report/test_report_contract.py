@@ -29,6 +29,8 @@ def _rewrite(src, dst, meta_extra=None):
     with open(src / "runs.csv", newline="") as fh:
         for r in csv.DictReader(fh):
             for k, kind in COLUMN_KINDS.items():
+                if k not in r:
+                    continue
                 if kind == "float" and r[k] != "":
                     r[k] = float(r[k])
                 elif kind == "int" and r[k] != "":

@@ -39,8 +39,10 @@ def test_linear_backend_is_bounded_by_cores(tmp_path):
     d = write_result_set(tmp_path, consumers=(1, 2, 4, 8, 16), cores=4)
     rec, _, _ = _rec(d)
     assert rec.ok
-    assert rec.consumers == 4
+    # 4 cores, 1 producer: 3 consumers beside it (producers count against the cores)
+    assert rec.consumers == 3
     assert rec.bounded_by == "cores"
+    assert any("counts the 1 producer" in n for n in rec.notes)
 
 
 def test_efficiency_is_exact_for_a_linear_curve(standard_set):
@@ -189,8 +191,8 @@ def test_recommendation_per_work_us(tmp_path):
 
 
 def test_cores_below_every_measured_count(tmp_path):
-    # 2 cores, counts measured from 4: recommend 2, say the evidence is from 4.
-    d = write_result_set(tmp_path, consumers=(4, 8, 16), cores=2)
+    # 3 cores, 1 producer, counts measured from 4: recommend 2, say the evidence is from 4.
+    d = write_result_set(tmp_path, consumers=(4, 8, 16), cores=3)
     rec, _, _ = _rec(d)
     assert rec.ok
     assert (rec.consumers, rec.consumers_measured, rec.bounded_by) == (2, 4, "cores")

@@ -90,3 +90,24 @@ def test_ignores_nan_and_zero_samples():
     fit = fit_usl(n, x)
     assert fit.lam == pytest.approx(2000.0, rel=1e-3)
     assert fit.n_samples == 15
+
+
+def test_exact_fit_is_never_resolved():
+    # Three counts, three parameters: the fit passes through every point and
+    # its errors are unknown; no peak may be claimed from it.
+    fit = fit_usl([1, 2, 4], usl(np.array([1, 2, 4]), 1000.0, 0.05, 0.05))
+    assert fit.ok
+    assert not fit.kappa_resolved and not math.isfinite(fit.peak_n) or math.isinf(fit.peak_n)
+    # the curve drawn is the one the table states (kappa shown as 0 -> drawn as 0)
+    drawn = fit.predict_reported(np.array([50.0]))
+    assert drawn[0] >= fit.predict(np.array([50.0]))[0]
+
+
+def test_fit_is_weighted_by_relative_error():
+    # A 10% error on the largest point must not drag lambda (the 1-process
+    # rate) the way unweighted least squares lets it.
+    ns = np.array([1, 2, 4, 8, 16, 32], float)
+    x = 1000.0 * ns
+    x[-1] *= 0.9
+    fit = fit_usl(ns, x)
+    assert fit.lam == pytest.approx(1000.0, rel=0.02)
