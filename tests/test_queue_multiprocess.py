@@ -230,7 +230,7 @@ def test_pid_check_is_per_process(tmp_path):
     pid = os.fork()
     if pid == 0:  # child
         try:
-            ok = _batch._writer.get() is not con and _batch._reader.get() is not None
+            ok = _batch._writer.get() is not con
             data = w.batch_bytes(["in child"])
             ok = ok and _batch.decode_batch(data, "x")[0]["count"] == 1
             os.write(wfd, b"1" if ok else b"0")
