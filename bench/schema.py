@@ -149,8 +149,6 @@ SWEEP_AXES = (
     "work_us",
     "workloads",
     "event_bytes",
-    "rates",
-    "rate_fractions",
 )
 SWEEP_SCALARS = (
     "repeat",
@@ -158,9 +156,5 @@ SWEEP_SCALARS = (
     "duration",
     "max_buffered_events",
     "cell_timeout",
-    "max_repeats",
-    "time_budget",
-    "spread_threshold",
-    "pin",
     "shuffle_seed",
 )
