@@ -52,12 +52,24 @@ def ensure_env() -> None:
     STAMP.write_text(want)
 
 
+def record_commit() -> None:
+    """Write the checkout's commit to .git_commit, for result sets made from a copy without .git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return
+    if out.returncode == 0 and out.stdout.strip():
+        (ROOT / ".git_commit").write_text(out.stdout.strip() + "\n")
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     ensure_env()
+    record_commit()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if command == "test":
         return _run([PY, "-m", "pytest", *rest], env=env)

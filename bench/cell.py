@@ -53,10 +53,11 @@ from typing import Any
 
 import psutil
 
+from . import machine, validity
 from .backends import BackendSettings, get_backend
 from .events import EventFactory, clock_ns
-from .schema import COLUMNS, SCHEMA_VERSION
-from .work import make_work, work_cost_us
+from .schema import COLUMNS, LOAD_CLOSED, SCHEMA_VERSION
+from .work import TEST_WORK_SCALE_ENV, burst_cost_us, make_work, work_cost_us
 
 #: Check the clock every SPARSE_CHECK events when the work per event is
 #: cheaper than a clock read would be to ignore; a prime, so that check
@@ -189,6 +190,15 @@ def _produce(backend, index: int, spec: dict, t0_ns: int) -> dict:
 
 
 def _consume(backend, index: int, spec: dict, t0_ns: int, work) -> dict:
+    # The work's cost, timed here, on this core, at the start (during the
+    # warm-up) and again after the drain: the check that the work the cell
+    # asked for is the work it got (bench.validity: work drift).
+    probe = EventFactory(0, spec["event_bytes"]).make(0)
+    expected = spec.get("work_cost_us")
+    bursts = [burst_cost_us(work, probe, expected)]
+    scale = os.environ.get(TEST_WORK_SCALE_ENV)
+    if scale and spec["workload"] == "busy" and spec["work_us"] > 0:
+        work = make_work("busy", spec["work_us"] * float(scale), spec["calibration"])
     win_start = t0_ns + spec["warmup_ns"]
     win_end = win_start + spec["duration_ns"]
     every = spec["check_every"]
@@ -198,16 +208,19 @@ def _consume(backend, index: int, spec: dict, t0_ns: int, work) -> dict:
     # every backend, so peak_rss_mb grows a little with throughput.
     seqs = array("q")
     latency = array("q")
+    qwait = array("q")
     seq_append = seqs.append
     lat_append = latency.append
+    qwait_append = qwait.append
     n = 0
     next_check = 0
     snap_start = snap_end = -1
     with backend.consumer(index) as source:
         for batch in source.batches():
             # A consumer may have been blocked across a window edge; the
-            # arrival of a batch is then the first moment it can tell.
-            now = clock()
+            # arrival of a batch is then the first moment it can tell.  It is
+            # also when the batch was handed over: the end of its queue wait.
+            now = received = clock()
             if now >= win_start:
                 if snap_start < 0:
                     snap_start = n
@@ -222,11 +235,14 @@ def _consume(backend, index: int, spec: dict, t0_ns: int, work) -> dict:
                             snap_start = n
                         if now < win_end:
                             lat_append(now - ev["created_ns"])
+                            qwait_append(received - ev["created_ns"])
                         elif snap_end < 0:
                             snap_end = n
                 work(ev)
                 seq_append(ev["seq"])
                 n += 1
+        polling = bool(getattr(source, "polling_fallback", lambda: False)())
+    bursts.append(burst_cost_us(work, probe, expected))
     # A consumer that got nothing after an edge (starved, or blocked until
     # the end of the stream) did all its work before that edge.
     if snap_start < 0:
@@ -238,6 +254,9 @@ def _consume(backend, index: int, spec: dict, t0_ns: int, work) -> dict:
         "window_events": snap_end - snap_start,
         "seqs": seqs.tobytes(),
         "latency_ns": latency.tobytes(),
+        "queue_wait_ns": qwait.tobytes(),
+        "work_bursts_us": bursts,
+        "polling_fallback": polling,
     }
 
 
@@ -328,10 +347,16 @@ def _sample_process(proc: psutil.Process) -> dict | None:
 
 
 def _sample(procs: dict[str, psutil.Process]) -> dict:
-    return {
+    t_start = clock_ns()
+    out = {
         "per_cpu": psutil.cpu_times(percpu=True),
+        "stat": machine.cpu_times_total(),
         "procs": {key: _sample_process(p) for key, p in procs.items()},
     }
+    out["took_ns"] = clock_ns() - t_start
+    out["at_ns"] = t_start
+    out["mhz"] = machine.cpu_mhz()
+    return out
 
 
 def _core_busy_pct(before, after) -> list[float]:
@@ -534,7 +559,50 @@ def window_figures(before: dict, after: dict, window_s: float, events: int, eps:
     sq = sum(x * x for x in eps)
     cpu_us = (prod_user + prod_sys + cons_user + cons_sys + other_cpu) * 1e6
     lat = np.asarray(latency_ms, dtype=np.float64)
+    n_prod = sum(1 for k in before["procs"] if k.startswith(producers)) or 1
+    n_cons = sum(1 for k in before["procs"] if k.startswith(consumers)) or 1
+    usable = machine.usable_cores()
+    cores_mine = [cores[c] for c in machine.affinity() if c < len(cores)] or cores
+    machine_busy = sum(cores_mine) / len(cores_mine) if cores_mine else 0.0
+    steal = machine.steal_pct(before.get("stat"), after.get("stat"))
+    mhz = [m for m in (before.get("mhz"), after.get("mhz")) if m]
+    prod_pct = 100.0 * (prod_user + prod_sys) / (n_prod * window_s) if window_s > 0 else 0.0
+    cons_pct = 100.0 * (cons_user + cons_sys) / (n_cons * window_s) if window_s > 0 else 0.0
+    overhead = (cpu_us / events - work_per_event) if events else ""
+    # Sample skew: each sample's own duration plus how late it started
+    # after its window edge (edges passed in by the caller, else only the
+    # durations count).
+    skew_s = sum(s.get("took_ns", 0) + s.get("late_ns", 0) for s in (before, after)) / 1e9
+    overhead_err = validity.overhead_error_us(
+        events=events, processes=n_prod + n_cons + (1 if others else 0),
+        tick_s=machine.clock_tick_s(), cpu_s=cpu_us / 1e6, window_s=window_s,
+        sample_skew_s=skew_s, burst_costs=[],
+    )
+    reasons = validity.invalid_reasons(drift=None, calibrated=None,
+                                       overhead=overhead if events else None,
+                                       overhead_err=overhead_err, steal=steal)
     return {
+        "load": LOAD_CLOSED,
+        "offered_rate": "",
+        "queue_wait_p50_ms": "",
+        "queue_wait_p90_ms": "",
+        "queue_wait_p99_ms": "",
+        "queue_wait_max_ms": "",
+        "work_us_measured": work_per_event,
+        "work_drift_pct": "",
+        "overhead_err_us": overhead_err,
+        "steal_pct": steal if steal is not None else "",
+        "cpu_mhz": sum(mhz) / len(mhz) if mhz else "",
+        "usable_cores": usable,
+        "producer_cpu_pct": prod_pct,
+        "consumer_cpu_pct": cons_pct,
+        "bottleneck": validity.bottleneck(producer_cpu_pct=prod_pct, consumer_cpu_pct=cons_pct,
+                                          machine_busy_pct=machine_busy),
+        "valid": not reasons,
+        "invalid_reason": "; ".join(reasons),
+        "polling_fallback": False,
+        "pinned": False,
+        "producers_setting": str(n_prod),
         "window_s": window_s,
         "events": events,
         "events_per_s": events / window_s if window_s > 0 else 0.0,
@@ -551,7 +619,7 @@ def window_figures(before: dict, after: dict, window_s: float, events: int, eps:
         "consumer_user_s": cons_user,
         "consumer_sys_s": cons_sys,
         "work_cpu_us_per_event": work_per_event,
-        "overhead_us_per_event": (cpu_us / events - work_per_event) if events else "",
+        "overhead_us_per_event": overhead,
         "useful_work_fraction": (events * useful_us / (cpu_count * window_s * 1e6)
                                  if window_s > 0 and cpu_count else 0.0),
         "ctx_voluntary_per_event": vol / events if events else "",
@@ -650,6 +718,7 @@ def _run_processes(cell, run, calibration, backend, ctx, workdir, processes) -> 
         "warmup_ns": int(run.warmup * 1e9),
         "duration_ns": int(run.duration * 1e9),
         "check_every": SPARSE_CHECK if work_is_cheap else 1,
+        "work_cost_us": cost if cost is not None else float(cell.work_us),
         "start_timeout_s": run.timeout,
     }
     try:
@@ -737,8 +806,10 @@ def _run_processes(cell, run, calibration, backend, ctx, workdir, processes) -> 
     win_end = win_start + spec["duration_ns"]
     wait_until(win_start, "during warm-up")
     before = _sample(procs)
+    before["late_ns"] = max(0, before["at_ns"] - win_start)
     wait_until(win_end, "during the measure window")
     after = _sample(procs)
+    after["late_ns"] = max(0, after["at_ns"] - win_end)
     window_s = (win_end - win_start) / 1e9
 
     def wait_exit(role: str, waiting_for: str) -> None:
@@ -801,17 +872,45 @@ def _measurements(cell, results, before, after, window_s, cost) -> dict:
     lat_ns = np.concatenate(
         [np.frombuffer(r["latency_ns"], dtype=np.int64) for r in consumers.values()]
     )
-    work_per_event = cost if cost is not None else float(cell.work_us)
+    calibrated = cost if cost is not None else float(cell.work_us)
+    bursts = [b for r in consumers.values() for b in r.get("work_bursts_us", [])]
+    # Overhead and useful work both use the cost measured inside the cell.
+    work_per_event = sum(bursts) / len(bursts) if bursts else calibrated
     row = window_figures(
         before, after, window_s, events, eps,
         producers=("producer",), consumers=("consumer",),
         work_per_event=work_per_event,
-        # The issue defines useful work as events x W; for the named
-        # workloads W is their calibrated cost per event.
-        useful_us=cell.work_us if cell.workload == "busy" else work_per_event,
+        useful_us=work_per_event,
         latency_ms=lat_ns / 1e6,
         peak_rss_bytes=max(r["max_rss_bytes"] for r in results.values()),
     )
+    row["work_cpu_us_per_event"] = calibrated
+    qw = np.concatenate(
+        [np.frombuffer(r.get("queue_wait_ns", b""), dtype=np.int64) for r in consumers.values()]
+    ) / 1e6
+    if qw.size:
+        row.update(queue_wait_p50_ms=float(np.percentile(qw, 50)),
+                   queue_wait_p90_ms=float(np.percentile(qw, 90)),
+                   queue_wait_p99_ms=float(np.percentile(qw, 99)),
+                   queue_wait_max_ms=float(qw.max()))
+    drift = validity.drift_pct(bursts, calibrated)
+    n_procs = len(consumers) + len(producers)
+    cpu_s = sum(row[k] for k in ("producer_user_s", "producer_sys_s", "consumer_user_s",
+                                 "consumer_sys_s"))
+    skew_s = sum(s.get("took_ns", 0) + s.get("late_ns", 0) for s in (before, after)) / 1e9
+    err = validity.overhead_error_us(events=events, processes=n_procs,
+                                     tick_s=machine.clock_tick_s(), cpu_s=cpu_s,
+                                     window_s=window_s, sample_skew_s=skew_s, burst_costs=bursts)
+    steal = row["steal_pct"] if row["steal_pct"] != "" else None
+    reasons = validity.invalid_reasons(
+        drift=drift, calibrated=calibrated,
+        overhead=row["overhead_us_per_event"] if events else None,
+        overhead_err=err, steal=steal)
+    row.update(work_us_measured=work_per_event,
+               work_drift_pct=drift if drift is not None else "",
+               overhead_err_us=err, valid=not reasons, invalid_reason="; ".join(reasons),
+               polling_fallback=any(r.get("polling_fallback") for r in consumers.values()),
+               producers_setting=str(cell.producers))
     row.update(events_total=events_total, lost=lost, duplicated=duplicated)
     problems = []
     if lost or duplicated or unexpected:

@@ -83,6 +83,8 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
                    help="queue bound in events shared by all backends, or 'auto': "
                         "2 x consumers x max(batch size, 64) events per cell")
     g.add_argument("--cell-timeout", type=float, metavar="SECONDS")
+    g.add_argument("--shuffle-seed", type=int, metavar="N",
+                   help="seed of the per-repeat backend order (default: drawn, recorded in meta.json)")
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", help="result directory (default: results/<UTC>-<host>)")
     o.add_argument("--resume", metavar="DIR", help="continue an interrupted sweep in DIR")

@@ -211,6 +211,16 @@ def collect_meta(sweep: dict, calibration: dict, extra: dict | None = None) -> d
     """Everything about the machine and the run that results depend on."""
     pyperf_meta = _pyperf_metadata()
     commit = _git("rev-parse", "HEAD")
+    commit_source = "git" if commit else None
+    if not commit:
+        # A copy of the tree without .git: the commit dev.py recorded when it
+        # installed the project (.git_commit at the repository root).
+        recorded = Path(__file__).resolve().parent.parent / ".git_commit"
+        try:
+            commit = recorded.read_text().strip() or None
+            commit_source = "install" if commit else None
+        except OSError:
+            pass
     status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     meta = {
         "schema_version": SCHEMA_VERSION,
@@ -218,15 +228,13 @@ def collect_meta(sweep: dict, calibration: dict, extra: dict | None = None) -> d
         "cpu_model": _cpu_model(pyperf_meta),
         "cpu_count_logical": psutil.cpu_count(logical=True),
         "cpu_count_physical": psutil.cpu_count(logical=False),
-        "cpu_affinity": sorted(psutil.Process().cpu_affinity())
-        if hasattr(psutil.Process, "cpu_affinity")
-        else None,
         "memory_total_bytes": psutil.virtual_memory().total,
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
         "packages": _package_versions(),
         "git_commit": commit,
+        "git_commit_source": commit_source,
         "git_dirty": bool(status) if status is not None else None,
         "sweep": sweep,
         "calibration": calibration,
@@ -235,6 +243,11 @@ def collect_meta(sweep: dict, calibration: dict, extra: dict | None = None) -> d
         "pyperf": pyperf_meta,
         "argv": sys.argv,
     }
+    from .machine import machine_state
+
+    meta.update(machine_state())
+    meta.setdefault("shuffle_seed", None)
+    meta.setdefault("pin", False)
     meta.update(extra or {})
     missing = set(META_KEYS) - set(meta)
     assert not missing, f"meta lacks {missing}"

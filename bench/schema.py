@@ -2,15 +2,23 @@
 
 One row of ``runs.csv`` is one cell x one repeat.  A cell is one point of the
 grid: (backend, start_method, producers, consumers, batch_size, work_us,
-workload, event_bytes).  Columns are only ever added; a change in meaning or a
+workload, event_bytes, load).  Columns are only ever added; a change in meaning or a
 removal bumps ``SCHEMA_VERSION`` so old result sets stay readable by a report
 that knows their version.
+
+Version 2 added the validity checks (``work_us_measured``, ``work_drift_pct``,
+``overhead_err_us``, ``steal_pct``, ``valid``, ``invalid_reason`` ...), the
+bottleneck attribution, open-loop cells (``load``, ``offered_rate``,
+``queue_wait_p*``) and the process settings (``pinned``, ``producers_setting``);
+``overhead_us_per_event`` and ``useful_work_fraction`` now use the work cost
+measured inside the cell, not the parent's calibration.  A version-1 row has
+none of the new columns: its ``load`` is ``"closed"`` and its validity unknown.
 
 ``meta.json`` beside ``runs.csv`` describes the machine and the sweep; the
 keys the report relies on are listed in ``META_KEYS``.
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Columns that identify a cell (the grid axes).  ``batch_size`` is 1 for
 #: backends that carry one event per message (``mpq``).
@@ -23,7 +31,11 @@ CELL_KEYS = (
     "work_us",
     "workload",
     "event_bytes",
+    "load",
 )
+
+#: ``load`` of a closed-loop cell (producers flat out against the queue's bound).
+LOAD_CLOSED = "closed"
 
 #: Every column of runs.csv, in order, with its meaning.
 COLUMNS = {
@@ -57,12 +69,12 @@ COLUMNS = {
     "producer_sys_s": "float: system CPU seconds of all producers inside the window",
     "consumer_user_s": "float: user CPU seconds of all consumers inside the window",
     "consumer_sys_s": "float: system CPU seconds of all consumers inside the window",
-    "work_cpu_us_per_event": "float: measured CPU us of the work function per event (calibrated)",
-    "overhead_us_per_event": "float: (producer+consumer CPU us) / events - work us per event",
-    "useful_work_fraction": "float: events x work_us / (cpu_count x window)",
+    "work_cpu_us_per_event": "float: CPU us of the work function per event, calibrated in the parent",
+    "overhead_us_per_event": "float: (producer+consumer CPU us) / events - work_us_measured",
+    "useful_work_fraction": "float: events x work_us_measured / (cpu_count x window), not clipped",
     "ctx_voluntary_per_event": "float: voluntary context switches (all processes) per event",
     "ctx_involuntary_per_event": "float: involuntary context switches (all processes) per event",
-    "latency_p50_ms": "float: end-to-end latency (creation -> consumed) median of sampled events",
+    "latency_p50_ms": "float: end-to-end latency (created or scheduled -> processed) median of sampled events",
     "latency_p90_ms": "float",
     "latency_p99_ms": "float",
     "latency_max_ms": "float",
@@ -71,6 +83,30 @@ COLUMNS = {
     "disk_bytes_written": "int: bytes written to disk by all processes (file-based backends), -1 if unknown",
     "lost": "int: sequence numbers produced but never consumed (must be 0 for ok)",
     "duplicated": "int: sequence numbers consumed more than once",
+    # -- schema version 2 --------------------------------------------------
+    "load": "str: 'closed' (producers flat out), 'frac:0.25' (that fraction of this cell's "
+            "closed-loop events_per_s offered), 'rate:5000' (events/s offered in total)",
+    "offered_rate": "float: events/s scheduled in total (open loop); empty for closed",
+    "queue_wait_p50_ms": "float: scheduled (open loop) or created (closed) -> handed to a consumer, median",
+    "queue_wait_p90_ms": "float",
+    "queue_wait_p99_ms": "float",
+    "queue_wait_max_ms": "float",
+    "work_us_measured": "float: work CPU us per event measured inside the consumers during the cell "
+                        "(timed bursts at its start and end, in each consumer, on its core)",
+    "work_drift_pct": "float: largest |in-cell burst - calibrated| / calibrated x 100",
+    "overhead_err_us": "float: measurement error of overhead_us_per_event (CPU tick, sampling skew, "
+                       "work-cost spread; see bench.validity)",
+    "steal_pct": "float: steal time / total CPU time of the usable cores in the window; empty if unknown",
+    "cpu_mhz": "float: mean CPU clock of the usable cores at the window edges; empty if unreadable",
+    "usable_cores": "int: cores this process may use (affinity and cgroup quota)",
+    "producer_cpu_pct": "float: producers' CPU / (producers x window) x 100",
+    "consumer_cpu_pct": "float: consumers' CPU / (consumers x window) x 100",
+    "bottleneck": "str: producers, consumers, queue or machine (see bench.validity); empty if failed",
+    "valid": "bool: ok row whose measurements passed the validity checks (empty for failed rows)",
+    "invalid_reason": "str: why the row is invalid, '; '-joined; empty when valid",
+    "polling_fallback": "bool: a process of the backend waited by polling (no inotify)",
+    "pinned": "bool: every process of the cell ran pinned to a core of its own",
+    "producers_setting": "str: 'auto' or the producer count asked for",
 }
 
 #: meta.json keys the report relies on (the file holds more).
@@ -84,7 +120,16 @@ META_KEYS = {
     "platform": "str",
     "python": "str",
     "packages": "dict name -> version",
-    "git_commit": "str or null",
+    "git_commit": "str or null: HEAD, or the commit recorded at install time (git_commit_source)",
+    "usable_cores": "int: cores the sweep may use (affinity and cgroup quota)",
+    "governor": "str or null: cpufreq scaling governor (cpu0)",
+    "boost": "bool or null: turbo/boost enabled",
+    "smt_siblings": "int or null: hardware threads per core",
+    "numa_nodes": "int or null",
+    "inotify_max_user_instances": "int or null",
+    "is_vm": "bool or null: the machine is a virtual machine (vm_detail says how it was told)",
+    "shuffle_seed": "int: seed of the per-repeat backend order",
+    "pin": "bool: --pin (each process its own core where there are enough)",
     "sweep": "dict: the sweep config actually run (axes after overrides)",
     "calibration": "dict: busy-loop calibration (iterations per us, measured us per call)",
     "started_utc": "str",
@@ -105,4 +150,11 @@ SWEEP_AXES = (
     "workloads",
     "event_bytes",
 )
-SWEEP_SCALARS = ("repeat", "warmup", "duration", "max_buffered_events", "cell_timeout")
+SWEEP_SCALARS = (
+    "repeat",
+    "warmup",
+    "duration",
+    "max_buffered_events",
+    "cell_timeout",
+    "shuffle_seed",
+)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
 import re
 import shutil
 import socket
@@ -98,6 +99,8 @@ class SweepConfig:
     duration: float = 3.0
     max_buffered_events: int | str = DEFAULT_MAX_BUFFERED
     cell_timeout: float | None = None
+    #: Seed of the per-repeat backend order; None: drawn at the start (recorded).
+    shuffle_seed: int | None = None
     name: str = "custom"
     description: str = ""
     source: str | None = None
@@ -305,6 +308,11 @@ def build_config(
     if "max_buffered_events" in data:
         value = data["max_buffered_events"]
         cfg.max_buffered_events = value if value == AUTO_BUFFER else _int("max_buffered_events", value)
+    if data.get("shuffle_seed") is not None:
+        seed = data["shuffle_seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise SweepConfigError(f"shuffle_seed: expected an integer, got {seed!r}")
+        cfg.shuffle_seed = seed
     if data.get("cell_timeout") is not None:
         cfg.cell_timeout = _number("cell_timeout", data["cell_timeout"], 0.0, strict=True)
         if cfg.cell_timeout <= cfg.warmup + cfg.duration:
@@ -339,6 +347,13 @@ def plan_cells(cfg: SweepConfig) -> list[Cell]:
                                         seen.add(cell.cell_id)
                                         cells.append(cell)
     return cells
+
+
+def _group_key(cell: Cell) -> tuple:
+    """A cell's place in the plan ignoring its backend (batch size 1 for unbatched ones counts
+    with the batched cells of the smallest batch)."""
+    return (cell.start_method, cell.workload, cell.event_bytes, cell.producers, cell.consumers,
+            cell.work_us, cell.batch_size)
 
 
 def estimate_seconds(cfg: SweepConfig, cells: int) -> float:
@@ -507,7 +522,9 @@ def run_sweep(
             "calibrating the busy loop ..."
         )
         calibration = calibrate(tuple(cfg.work_us), tuple(cfg.workloads), tuple(cfg.event_bytes))
-        meta = res.collect_meta(cfg.to_dict(), calibration)
+        if cfg.shuffle_seed is None:
+            cfg.shuffle_seed = random.SystemRandom().randrange(2**31)
+        meta = res.collect_meta(cfg.to_dict(), calibration, {"shuffle_seed": cfg.shuffle_seed})
         meta["queue_dir_requested"] = queue_dir
         done = set()
 
@@ -533,7 +550,16 @@ def run_sweep(
     res.write_meta(out, meta)
 
     cells = plan_cells(cfg)
-    todo = [(r, c) for r in range(cfg.repeat) for c in cells if (c.cell_id, r) not in done]
+    # Backend order shuffled per repeat (seeded, recorded in meta.json), so
+    # that no backend always runs right after another one's load.
+    rng = random.Random(cfg.shuffle_seed if cfg.shuffle_seed is not None else 0)
+    todo = []
+    for r in range(cfg.repeat):
+        order = list(cfg.backends)
+        rng.shuffle(order)
+        ranked = sorted(enumerate(cells), key=lambda ic: (
+            _group_key(ic[1]), order.index(ic[1].backend)))
+        todo += [(r, c) for _, c in ranked if (c.cell_id, r) not in done]
     total = len(cells) * cfg.repeat
     per_cell = estimate_seconds(cfg, 1) / cfg.repeat
     say(

@@ -105,12 +105,14 @@ def make_work(workload: str, work_us: float, calibration: dict) -> Callable[[dic
 
 def _time_calls(fn: Callable[[dict], None], event: dict, calls: int, trials: int) -> float:
     """Median microseconds per call over ``trials`` runs of ``calls`` calls."""
+    # The thread's CPU clock, like the consumers' in-cell bursts
+    # (burst_cost_us): the calibration and the check must measure alike.
     per_call = []
     for _ in range(trials):
-        t0 = time.perf_counter()
+        t0 = time.thread_time_ns()
         for _ in range(calls):
             fn(event)
-        per_call.append((time.perf_counter() - t0) * 1e6 / calls)
+        per_call.append((time.thread_time_ns() - t0) / 1e3 / calls)
     return statistics.median(per_call)
 
 
@@ -141,7 +143,7 @@ def calibrate(
     cal = {
         "iterations_per_us": iterations_per_us,
         "call_overhead_us": call_overhead_us,
-        "timer": "time.perf_counter",
+        "timer": "time.thread_time_ns (per-setting costs); time.perf_counter (loop speed)",
         "measured_us": {},
     }
     cal["busy_iterations"] = {}
@@ -181,3 +183,29 @@ def work_cost_us(
 ) -> float | None:
     """The calibrated cost of one work call, or None when it was not measured."""
     return calibration.get("measured_us", {}).get(_cost_key(workload, work_us, event_bytes))
+
+
+#: Test-only hook: a consumer multiplies its busy work by this factor after
+#: its first in-cell burst, so that a test can make the work's cost change
+#: mid-cell and check that the cell is marked invalid (work drift).
+TEST_WORK_SCALE_ENV = "TURBO_BENCH_TEST_WORK_SCALE"
+
+
+def burst_cost_us(fn: Callable[[dict], None], event: dict, expected_us: float | None,
+                  target_us: float = 2000.0, trials: int = 5) -> float:
+    """CPU microseconds per call of ``fn``: the median of ``trials`` timed runs.
+
+    Timed with the thread's CPU clock, so a consumer preempted by the other
+    processes of the cell (or of the machine) still measures what the work
+    costs on its core, which is what the per-event CPU accounting compares
+    against.  Each trial lasts about ``target_us``.
+    """
+    calls = max(1, int(target_us / max(expected_us or 0.0, 0.05)))
+    clock = time.thread_time_ns
+    per_call = []
+    for _ in range(trials):
+        t0 = clock()
+        for _ in range(calls):
+            fn(event)
+        per_call.append((clock() - t0) / 1e3 / calls)
+    return statistics.median(per_call)

@@ -55,6 +55,12 @@ class _TurboConsumer(Consumer):
             except turbo_queue.Closed:
                 return
 
+    def polling_fallback(self) -> bool:
+        """True when the consumer's folder waiter has no inotify watch (it polls)."""
+        waiter = getattr(self._c, "_waiter", None)
+        fd = getattr(waiter, "_inotify_fd", None)
+        return bool(fd is not None and fd() < 0)
+
     def close(self) -> None:
         self._cm.__exit__(None, None, None)
 

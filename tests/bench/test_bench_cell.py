@@ -185,3 +185,19 @@ def test_unavailable_backend_is_a_failed_row_not_an_exception(tmp_path, calibrat
     )
     assert row["status"] == "failed"
     assert "not installed" in row["error"]
+
+
+@pytest.mark.timeout(60)
+def test_work_that_gets_slower_mid_cell_is_marked_invalid(tmp_path, calibration, monkeypatch):
+    from bench.work import TEST_WORK_SCALE_ENV
+
+    # The consumer's work doubles after its first in-cell burst.
+    monkeypatch.setenv(TEST_WORK_SCALE_ENV, "2")
+    cell = Cell("mpq-batch", "fork", 1, 1, 100, 20.0, "busy", 300)
+    row, _ = run_cell(cell, _run(tmp_path), calibration)
+    assert row["status"] == "ok", row["error"]
+    assert row["valid"] is False
+    assert "work drift" in row["invalid_reason"]
+    assert row["work_drift_pct"] > 10
+    assert row["bottleneck"] in ("producers", "consumers", "queue", "machine")
+    assert isinstance(row["usable_cores"], int) and row["usable_cores"] >= 1
