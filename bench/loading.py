@@ -64,7 +64,9 @@ SCALING_AXIS = "consumers"
 SCENARIO_KEYS = ("start_method", "producers", "workload", "event_bytes", "work_us")
 
 #: Columns without which nothing can be reported.
-REQUIRED_COLUMNS = ("schema_version", "cell_id", "repeat", *CELL_KEYS, "status", "events_per_s")
+#: ``load`` joined the cell keys in schema 2; a v1 set has none and is all closed loop.
+REQUIRED_COLUMNS = ("schema_version", "cell_id", "repeat", *(k for k in CELL_KEYS if k != "load"), "status",
+                    "events_per_s")
 
 #: Derived per-row columns (computed before aggregation so that their repeats
 #: are aggregated like measured columns).
@@ -370,7 +372,7 @@ def aggregate(runs: pd.DataFrame, closed_only: bool = True) -> pd.DataFrame:
         # Scaling curves and the recommendation are closed-loop questions;
         # open-loop cells (load != "closed") answer latency at a given rate.
         runs = runs[runs["load"] == "closed"]
-    keys = ["cell_id", *CELL_KEYS, *(["load"] if "load" not in CELL_KEYS else [])]
+    keys = ["cell_id", *CELL_KEYS]
     metrics = _metric_columns(runs)
     book = (
         runs.groupby(keys, dropna=False, sort=True)
