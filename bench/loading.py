@@ -261,7 +261,11 @@ def check_validity(runs: pd.DataFrame) -> None:
         reasons = []
         if runs.at[i, "valid"] is False or runs.at[i, "valid"] == False:  # noqa: E712
             reasons.append(runs.at[i, "invalid_reason"] or "marked invalid by the harness")
-        reasons += [x for x in f if x not in reasons[0:1]]
+        # The harness's own verdict already names drift, steal or negative
+        # overhead where it found them: the reader's re-check of the same kind
+        # would only say it twice (its own findings on other kinds still count).
+        said = reasons[0] if reasons else ""
+        reasons += [x for x in f if not any(k in said and k in x for k in _SAME_KIND)]
         if bound[i]:
             reasons.append(
                 f"producer-bound (producers at {prod_cpu[i]:.0f}% CPU): measures the supply, "
@@ -271,6 +275,10 @@ def check_validity(runs: pd.DataFrame) -> None:
     runs["check_flags"] = flags
     runs["exclude_reason"] = excl
     runs["usable"] = ok & (runs["exclude_reason"] == "")
+
+
+#: Words that mark one kind of check in both the harness's and the reader's reasons.
+_SAME_KIND = ("drift", "steal", "negative")
 
 
 def excluded_runs(runs: pd.DataFrame) -> pd.DataFrame:
