@@ -135,3 +135,27 @@ def test_batch_files_take_the_folders_group_access_never_others(tmp_path):
             assert got == file_mode, f"folder {folder_mode:o}: batch {got:o}, expected {file_mode:o}"
     finally:
         os.umask(old)
+
+
+def test_aside_and_dead_take_the_folders_group_access_never_others(tmp_path):
+    """Whoever makes aside/ or dead/ first, the group's other users can still use them."""
+    folder = tmp_path / "q"
+    folder.mkdir()
+    os.chmod(folder, 0o2770)
+    old = os.umask(0o077)  # a strict service umask must not shut the group out
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "writable by other users", as documented
+            q = turbo_queue.Queue(folder, batch_size=1, serializer="json", max_deliveries=1, max_batch_age=None)
+        (folder / "r_0000_stray.tqb").write_bytes(b"not a batch")  # sorts first: set aside first
+        with q.producer() as p:
+            p.put("poison")
+        with q.consumer() as c:
+            with pytest.raises(RuntimeError), c.batch(timeout=5):
+                raise RuntimeError("handler failed")
+        assert q.stats()["dead"]["batches"] == 1
+    finally:
+        os.umask(old)
+    for sub in ("aside", "dead"):
+        mode = stat.S_IMODE((folder / sub).stat().st_mode)
+        assert mode == 0o2770, f"{sub}/: {mode:o}, expected 2770 (the folder's group access and setgid)"

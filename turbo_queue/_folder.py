@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import stat
 import time
 from dataclasses import dataclass, field
 
@@ -252,11 +253,7 @@ class Folder:
         (ignored, and removed by the next :meth:`requeue_dead`).
         """
         try:
-            dead_dir = self.dead_path()
-            try:
-                os.mkdir(dead_dir, 0o700)
-            except FileExistsError:
-                pass
+            dead_dir = self._subfolder(naming.DEAD_DIR)
             dead = parsed.name(naming.DEAD)
             text = (error or "no error recorded")[:MAX_ERROR_CHARS]
             tmp = os.path.join(dead_dir, f".err-{os.getpid()}-{secrets.token_hex(4)}")
@@ -319,13 +316,32 @@ class Folder:
                     pass
         return returned
 
+    def _subfolder(self, name: str) -> str:
+        """``aside/`` or ``dead/``, made on first use with the folder's group access.
+
+        In a group folder (2770, see docs/security.md) whichever user makes
+        the sub-folder first owns it; with mode 0700 the other users of the
+        group could then never set a file aside or dead-letter a batch.  So it
+        takes the folder's group bits and setgid, never others' access, and
+        chmod follows mkdir because mkdir's mode is cut by the umask
+        (tests/test_shared_folder.py).
+        """
+        path = self.join(name)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            return path
+        try:
+            mode = stat.S_IMODE(os.stat(self.path).st_mode)
+            if mode & 0o070:
+                os.chmod(path, 0o700 | (mode & (0o070 | stat.S_ISGID)))
+        except OSError as exc:
+            log.warning("turbo_queue: cannot give %s the queue folder's group access: %s", path, exc)
+        return path
+
     def set_aside(self, name: str, reason: str, original: str | None = None) -> str | None:
         """Move ``name`` into ``aside/`` (never deleting it).  Returns the new path, or None if gone."""
-        aside = self.join(naming.ASIDE_DIR)
-        try:
-            os.mkdir(aside, 0o700)
-        except FileExistsError:
-            pass
+        aside = self._subfolder(naming.ASIDE_DIR)
         safe_reason = "".join(c if c.isalnum() or c in "-." else "-" for c in reason)[:40] or "unreadable"
         suffix = f".{safe_reason}.{time.time_ns()}"
         base = original or name

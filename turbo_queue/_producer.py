@@ -43,16 +43,13 @@ import weakref
 from array import array
 from collections.abc import Iterable
 from os import getpid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _naming as naming
 from ._batch import encode_batch, lengths_bytes, write_file
 from ._errors import Closed, Full, TurboQueueError
 from ._folder import Folder
 from ._wait import FolderWaiter
-
-if TYPE_CHECKING:
-    from ._queue import Queue
 
 __all__ = ["Producer"]
 
@@ -70,13 +67,18 @@ EXIT_TIMEOUT = 5.0
 class Producer:
     """Puts items into a queue.  Make one per process (or thread) with :meth:`Queue.producer`."""
 
-    def __init__(self, queue: Queue) -> None:
-        self._queue = queue
-        self._dir = str(queue.path)
-        self._folder = Folder(self._dir)
-        self._serializer = queue._serializer
+    def __init__(self, folder: Folder, serializer: Any, *, batch_size: int, max_ready: int | None,
+                 max_batch_age: float | None, durable: bool, file_mode: int = 0o600) -> None:
+        # What the producer needs, handed over by Queue.producer(): it never
+        # reads the Queue's private state (one owner per concept).
+        self._folder = folder
+        self._dir = folder.path
+        self._serializer = serializer
         self._dumps = self._serializer.dumps
-        self._batch_size = queue.batch_size
+        self._batch_size = batch_size
+        self._max_ready = max_ready
+        self._max_batch_age = max_batch_age
+        self._durable = durable
         self._pid = os.getpid()
         self._owner = naming.make_owner()
         self._owner_text = str(self._owner)
@@ -84,7 +86,7 @@ class Producer:
         self._last_seal_ns = 0
         self._lock = threading.Lock()
         #: Batch files get the folder's group access (see Queue._open_folder).
-        self._file_mode = queue._file_mode
+        self._file_mode = file_mode
         # A claim makes room (max_ready); CLOSED ends a put blocked on room.
         self._waiter = FolderWaiter(self._dir, wake_on=(naming.CLAIMED, naming.CLOSED_MARKER))
         # The batch being filled: finished records plus the current run of single puts.
@@ -330,7 +332,7 @@ class Producer:
             raise TurboQueueError("put on a closed Producer", self._dir)
         # The marker decides, as in Queue.is_closed: the background thread's
         # flag only says it was there at its last look.
-        if self._queue.is_closed():
+        if self._folder.is_closed():
             raise Closed("the queue is closed; no more puts", self._dir)
         self._halted = False
 
@@ -358,7 +360,7 @@ class Producer:
         # batch the background thread looks every CLOSED_CHECK_INTERVAL.  A
         # put racing with close() may still seal one more batch; consumers
         # drain ready batches until none is left, and stats() shows any stragglers.
-        if self._queue.is_closed():
+        if self._folder.is_closed():
             raise Closed("the queue is closed; no more puts", self._dir)
         self._first_put = time.monotonic()
         if self._flusher is None:
@@ -386,7 +388,7 @@ class Producer:
         loading = os.path.join(self._dir, body.name(naming.LOADING))
         ready = os.path.join(self._dir, body.name(naming.READY))
         data = encode_batch(self._records, self._count, self._serializer.name, self._owner_text, seal_ns)
-        durable = self._queue.durable
+        durable = self._durable
         try:
             write_file(loading, data, durable, self._file_mode)
         except OSError as exc:
@@ -417,7 +419,7 @@ class Producer:
         return True
 
     def _wait_for_room(self, deadline: float | None, wait: bool, for_put: bool = False) -> bool:
-        max_ready = self._queue.max_ready
+        max_ready = self._max_ready
         if max_ready is None:
             return True
         # Listing the folder costs far more than a put, so it happens here,
@@ -425,7 +427,7 @@ class Producer:
         while self._folder.count_ready() >= max_ready:
             if not wait:
                 return False
-            if for_put and self._queue.is_closed():
+            if for_put and self._folder.is_closed():
                 # The waiter wakes on the CLOSED rename: a blocked put ends
                 # as soon as any process closes the queue (test_blocked_put_many_ends_at_close).
                 raise Closed("the queue was closed while this put waited for room", self._dir)
@@ -446,9 +448,9 @@ class Producer:
         if self._closed or self._pid != os.getpid():
             return
         # Only while a batch is open: a put that starts one looks itself.
-        if self._count and not self._halted and self._queue.is_closed():
+        if self._count and not self._halted and self._folder.is_closed():
             self._halted = True
-        age = self._queue.max_batch_age
+        age = self._max_batch_age
         if age is None:
             return
         with self._lock:
@@ -476,7 +478,7 @@ def _flush_loop(ref: weakref.ref[Producer], stop: threading.Event) -> None:
         producer = ref()
         if producer is None:
             return
-        interval = _tick_interval(producer._queue.max_batch_age)
+        interval = _tick_interval(producer._max_batch_age)
         del producer
         if stop.wait(interval):
             return

@@ -147,7 +147,8 @@ class Queue:
 
     def producer(self) -> Producer:
         """A new producer for this process (use it as a context manager)."""
-        return Producer(self)
+        return Producer(self._folder, self._serializer, batch_size=self.batch_size, max_ready=self.max_ready,
+                        max_batch_age=self.max_batch_age, durable=self.durable, file_mode=self._file_mode)
 
     def consumer(self) -> Consumer:
         """A new consumer for this process (use it as a context manager)."""
