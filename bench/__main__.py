@@ -13,7 +13,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import main as cli_main
+    from bench.cli import main as cli_main
 
     return cli_main(argv)
 

@@ -10,9 +10,9 @@ Subcommands:
 ``sweep``      run a sweep and write results/<UTC timestamp>-<host>/
 ``calibrate``  print the busy-loop calibration of this machine
 ``backends``   list the backends and whether each is usable here
-``report``     (bench.report) plots and tables from a result directory
-``compare``    (bench.compare) compare two result directories
-``chaos``      (bench.chaos) crash-safety experiments
+``report``     (bench.presenting.report) plots and tables from a result directory
+``compare``    (bench.analysing.compare) compare two result directories
+``chaos``      (bench.scenarios.chaos) crash-safety experiments
 
 Exit status: 0 success, 1 some cells failed or timed out, 2 bad usage or
 input, 130 interrupted (the sweep can be resumed).
@@ -26,16 +26,16 @@ import json
 import sys
 from pathlib import Path
 
-from .schema import SWEEP_AXES, SWEEP_SCALARS
+from bench.schema import SWEEP_AXES, SWEEP_SCALARS
 
 #: Subcommands implemented by other modules, each exposing main(argv) -> int.
 #: They are imported only when used, so a missing or broken one never stops
 #: the sweep from running.
 DELEGATED = {
-    "report": ("bench.report", "plots and tables from a result directory"),
-    "compare": ("bench.compare", "compare two result directories"),
-    "chaos": ("bench.chaos", "crash-safety experiments"),
-    "kafka": ("bench.kafka_scenario", "the Kafka pipeline scenario (also: sweep --scenario kafka)"),
+    "report": ("bench.presenting.report", "plots and tables from a result directory"),
+    "compare": ("bench.analysing.compare", "compare two result directories"),
+    "chaos": ("bench.scenarios.chaos", "crash-safety experiments"),
+    "kafka": ("bench.scenarios.kafka", "the Kafka pipeline scenario (also: sweep --scenario kafka)"),
 }
 
 
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run a sweep and write results")
     p.add_argument("--scenario", choices=SCENARIOS, default="queue",
                    help="queue: producers -> queue -> consumers (default); kafka: the Kafka pipeline "
-                        "(see python -m bench.kafka_scenario --help for its options)")
+                        "(see python -m bench.scenarios.kafka --help for its options)")
     _add_sweep_options(p)
     p = sub.add_parser("calibrate", help="print the busy-loop calibration")
     p.add_argument("--work-us", type=_csv(float, "--work-us"), default=[0.0, 10.0, 50.0, 200.0])
@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sweep_config(args, warn):
-    from .sweep import DEFAULT_SWEEP, build_config, load_sweep_file
+    from bench.measuring.sweep import DEFAULT_SWEEP, build_config, load_sweep_file
 
     source = args.sweep or str(DEFAULT_SWEEP)
     raw = load_sweep_file(source)
@@ -141,8 +141,8 @@ def _sweep_config(args, warn):
 
 
 def cmd_sweep(args) -> tuple[int, Path | None]:
-    from . import results as res
-    from .sweep import run_sweep
+    from bench import results as res
+    from bench.measuring.sweep import run_sweep
 
     def warn(msg: str) -> None:
         print(f"warning: {msg}", file=sys.stderr)
@@ -169,7 +169,7 @@ def cmd_sweep(args) -> tuple[int, Path | None]:
         return outcome.exit_code, outcome.out_dir
     cfg = _sweep_config(args, warn)
     if args.dry_run:
-        from .sweep import estimate_seconds, plan_cells
+        from bench.measuring.sweep import estimate_seconds, plan_cells
 
         cells = plan_cells(cfg)
         for cell in cells:
@@ -188,7 +188,7 @@ def cmd_sweep(args) -> tuple[int, Path | None]:
 def cmd_calibrate(args) -> int:
     import psutil
 
-    from .work import calibrate
+    from bench.measuring.work import calibrate
 
     cal = calibrate(tuple(args.work_us), tuple(args.workloads), tuple(args.event_bytes))
     cal["cpu_count_logical"] = psutil.cpu_count(logical=True)
@@ -198,7 +198,7 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_backends(args) -> int:
-    from .backends import BACKENDS
+    from bench.measuring.backends import BACKENDS
 
     width = max(len(n) for n in BACKENDS)
     for name, cls in BACKENDS.items():
@@ -246,12 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         if scenario == "kafka":
             # The Kafka pipeline (topic -> sources -> queue -> workers -> sink
             # -> topic) has its own options (--bootstrap-servers, --events...);
-            # bench.kafka_scenario parses them.
+            # bench.scenarios.kafka parses them.
             return delegate("kafka", argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .backends import UnknownBackend
-    from .sweep import SweepConfigError
+    from bench.measuring.backends import UnknownBackend
+    from bench.measuring.sweep import SweepConfigError
 
     try:
         if args.command == "sweep":
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                 if exc.name != DELEGATED["report"][0]:
                     raise
                 print(
-                    f"note: bench.report is not available; the results are in {out}",
+                    f"note: bench.presenting.report is not available; the results are in {out}",
                     file=sys.stderr,
                 )
                 return code

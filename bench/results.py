@@ -40,7 +40,7 @@ from typing import Any
 
 import psutil
 
-from .schema import COLUMNS, META_KEYS, SCHEMA_VERSION
+from bench.schema import COLUMNS, META_KEYS, SCHEMA_VERSION
 
 RUNS_CSV = "runs.csv"
 META_JSON = "meta.json"
@@ -126,7 +126,7 @@ def read_runs(out_dir: str | os.PathLike) -> list[dict]:
     rows = list(csv.DictReader(text.splitlines()))
     if rows and list(rows[0].keys()) != list(COLUMNS):
         # Columns are only ever appended: an older file's columns are a
-        # prefix of COLUMNS, and a scenario's file (bench.kafka_scenario)
+        # prefix of COLUMNS, and a scenario's file (bench.scenarios.kafka)
         # has COLUMNS as a prefix followed by its own.
         known = list(rows[0].keys())
         n = min(len(known), len(COLUMNS))
@@ -243,7 +243,7 @@ def collect_meta(sweep: dict, calibration: dict, extra: dict | None = None) -> d
         "pyperf": pyperf_meta,
         "argv": sys.argv,
     }
-    from .machine import machine_state
+    from bench.measuring.machine import machine_state
 
     meta.update(machine_state())
     meta.setdefault("shuffle_seed", None)

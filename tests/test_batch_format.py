@@ -1,6 +1,6 @@
 """The batch file format: version 2 is written, versions 1 and 2 are read.
 
-Version-1 files come from the frozen v1 writer (bench/batch_format.py) and
+Version-1 files come from the frozen v1 writer (bench/micro/batch_format.py) and
 from tests/data/batch_v1.tqb, written by the version-1 code itself.
 """
 
@@ -19,7 +19,7 @@ import pytest
 from _workers import dead_owner, queue_files
 
 import turbo_queue
-from bench import batch_format as v1
+from bench.micro import batch_format as v1
 from turbo_queue import _batch, _naming
 from turbo_queue._errors import BatchFormatError, Closed, Empty
 

@@ -1,6 +1,6 @@
-"""The chaos run (bench/chaos.py) in a short setting, and proof that its checker bites.
+"""The chaos run (bench/scenarios/chaos.py) in a short setting, and proof that its checker bites.
 
-The full run is ``python -m bench.chaos --duration 60``; here it runs for 4 s
+The full run is ``python -m bench.scenarios.chaos --duration 60``; here it runs for 4 s
 with a kill every 0.15 s on average.
 """
 
@@ -19,16 +19,16 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import chaos  # noqa: E402
+from bench.scenarios import chaos  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("reap_children")
 
 
 def run_chaos(args: list[str], timeout: float) -> tuple[int, dict, str]:
-    """``python -m bench.chaos ARGS --json`` in its own session; on timeout the whole process group
+    """``python -m bench.scenarios.chaos ARGS --json`` in its own session; on timeout the whole process group
     (the run, its forkserver and every worker) is SIGKILLed, so nothing outlives the test."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "bench.chaos", *args, "--json"], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "bench.scenarios.chaos", *args, "--json"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)

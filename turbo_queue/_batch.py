@@ -72,7 +72,7 @@ _SCHEMA = (
 )
 
 # Page sizes: a batch gets about _PAGES_PER_BATCH pages of data, within these
-# bounds.  Measured (bench/batch_format.py): encode + decode CPU falls as
+# bounds.  Measured (bench/micro/batch_format.py): encode + decode CPU falls as
 # pages grow up to about 40 per batch and is flat beyond, while each file
 # carries about three nearly empty pages (the schema, meta, the records'
 # root) whatever its size, so small batches want small pages: 1 KiB pages
@@ -276,7 +276,7 @@ def decode_items(records, loads, loads_many) -> list[Any]:
             # Pickles end with a STOP opcode, so a run of them loads back to
             # back from one stream: no bytes copy of each item, no Unpickler
             # made per item (about 10% of the consumer's CPU for items of
-            # 160 bytes; bench/batch_format.py).  BytesIO shares the bytes
+            # 160 bytes; bench/micro/batch_format.py).  BytesIO shares the bytes
             # rather than copying them.  Each item's pickle memoizes from
             # index 0 again, so the memo carried from one load to the next
             # is only ever overwritten, never read.

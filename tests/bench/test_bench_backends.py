@@ -7,7 +7,7 @@ Run with::
 Each backend must deliver every event exactly once from P producers to C
 consumers, end every consumer once the stream ends (also when nothing was
 sent), let the parent release it twice, and leave no process behind.  The
-driver below uses only the contract in bench/backends/base.py, so a new
+driver below uses only the contract in bench/measuring/backends/base.py, so a new
 backend gets these checks by being added to ``BACKENDS``.
 """
 
@@ -21,9 +21,9 @@ from collections import Counter
 
 import pytest
 
-from bench.backends import BACKENDS, BackendSettings, UnknownBackend, get_backend
-from bench.cell import leaked_children, reap_processes
-from bench.events import EventFactory
+from bench.measuring.backends import BACKENDS, BackendSettings, UnknownBackend, get_backend
+from bench.measuring.cell import leaked_children, reap_processes
+from bench.measuring.events import EventFactory
 
 ALL = list(BACKENDS)
 

@@ -18,11 +18,11 @@ import time
 
 import pytest
 
-from bench.backends import BACKENDS
-from bench.backends.mpq_batch import MPQueueBatchBackend, _BatchConsumer, _BatchProducer
-from bench.cell import Cell, CellRun, leaked_children, run_cell
+from bench.measuring.backends import BACKENDS
+from bench.measuring.backends.mpq_batch import MPQueueBatchBackend, _BatchConsumer, _BatchProducer
+from bench.measuring.cell import Cell, CellRun, leaked_children, run_cell
+from bench.measuring.work import calibrate
 from bench.schema import COLUMNS
-from bench.work import calibrate
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +189,7 @@ def test_unavailable_backend_is_a_failed_row_not_an_exception(tmp_path, calibrat
 
 @pytest.mark.timeout(60)
 def test_work_that_gets_slower_mid_cell_is_marked_invalid(tmp_path, calibration, monkeypatch):
-    from bench.work import TEST_WORK_SCALE_ENV
+    from bench.measuring.work import TEST_WORK_SCALE_ENV
 
     # The consumer's work doubles after its first in-cell burst.
     monkeypatch.setenv(TEST_WORK_SCALE_ENV, "2")

@@ -22,11 +22,9 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import main
-from bench.backends import BACKENDS
-from bench.cell import leaked_children
-from bench.results import RunsWriter, read_runs
-from bench.schema import COLUMNS, META_KEYS, SCHEMA_VERSION
-from bench.sweep import (
+from bench.measuring.backends import BACKENDS
+from bench.measuring.cell import leaked_children
+from bench.measuring.sweep import (
     DEFAULT_SWEEP,
     SWEEPS_DIR,
     SweepConfigError,
@@ -35,6 +33,8 @@ from bench.sweep import (
     load_sweep_file,
     plan_cells,
 )
+from bench.results import RunsWriter, read_runs
+from bench.schema import COLUMNS, META_KEYS, SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [
@@ -335,7 +335,7 @@ def test_cli_backends_and_calibrate(capsys):
 
 
 def test_auto_buffer_bound_follows_the_cell():
-    from bench.cell import buffer_bound
+    from bench.measuring.cell import buffer_bound
 
     cfg = build_config({"backends": ["turbo", "mpq"], "consumers": [1, 2], "batch_sizes": [10, 1000],
                         "max_buffered_events": "auto"}, cores=2)

@@ -20,6 +20,6 @@ def standard_set(tmp_path_factory):
 @pytest.fixture(scope="session")
 def standard_report(standard_set, tmp_path_factory):
     """The report of ``standard_set`` built once (matplotlib is the slow part)."""
-    from bench.report import build_report
+    from bench.presenting.report import build_report
 
     return build_report(standard_set, tmp_path_factory.mktemp("std-report"))

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from report_synth import linear_turbo, saturating_mpq, write_result_set
 
-from bench import plots
-from bench.loading import aggregate, load_result_set, scenarios
-from bench.recommend import fit_curves
-from bench.report import main
+from bench.analysing.loading import aggregate, load_result_set, scenarios
+from bench.analysing.recommend import fit_curves
+from bench.presenting import plots
+from bench.presenting.report import main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -161,7 +161,7 @@ def test_python_dash_m_bench_report(tmp_path):
         tmp_path, [linear_turbo(batch_sizes=(100,)), saturating_mpq()], consumers=(1, 2, 4)
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.report", str(d), "--latency-budget-ms", "50", "--no-html"],
+        [sys.executable, "-m", "bench.presenting.report", str(d), "--latency-budget-ms", "50", "--no-html"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -174,7 +174,7 @@ def test_python_dash_m_bench_report(tmp_path):
 
 def test_committed_result_sets_report(tmp_path):
     """Every result set committed under results/ can be re-reported."""
-    from bench.loading import find_result_dirs
+    from bench.analysing.loading import find_result_dirs
 
     committed = find_result_dirs(REPO / "results")
     if not committed:
@@ -187,7 +187,7 @@ def test_committed_result_sets_report(tmp_path):
 def test_latency_budget_takes_a_unit():
     import argparse
 
-    from bench.report import parse_duration_ms
+    from bench.presenting.report import parse_duration_ms
 
     assert parse_duration_ms("50ms") == 50.0
     assert parse_duration_ms("0.05s") == pytest.approx(50.0)

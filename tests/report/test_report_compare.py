@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from report_synth import batched_mpq, linear_turbo, saturating_mpq, write_result_set
 
-from bench.compare import compare_sets, geometric_mean_ratio, main
-from bench.loading import load_result_set
+from bench.analysing.compare import compare_sets, geometric_mean_ratio, main
+from bench.analysing.loading import load_result_set
 
 REPO = Path(__file__).resolve().parents[2]
 CONSUMERS = (1, 2, 4)
@@ -105,7 +105,7 @@ def test_bad_input_exits_2(baseline, tmp_path, capsys):
 
 def test_python_dash_m_bench_compare(baseline):
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.compare", str(baseline), str(baseline)],
+        [sys.executable, "-m", "bench.analysing.compare", str(baseline), str(baseline)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -116,7 +116,7 @@ def test_python_dash_m_bench_compare(baseline):
 
 
 def test_multiple_testing_correction_changes_a_borderline_verdict():
-    from bench.compare import CellComparison, _correct
+    from bench.analysing.compare import CellComparison, _correct
 
     def rows():
         out = [CellComparison("borderline", 100.0, 90.0, 0.9, None, "t", "ok", p_value=0.02)]

@@ -13,10 +13,10 @@ import csv
 import pytest
 from report_synth import write_result_set
 
-from bench.compare import compare_sets
-from bench.loading import COLUMN_KINDS, aggregate, load_result_set, scenarios
-from bench.recommend import recommend
-from bench.report import reproduce_command
+from bench.analysing.compare import compare_sets
+from bench.analysing.loading import COLUMN_KINDS, aggregate, load_result_set, scenarios
+from bench.analysing.recommend import recommend
+from bench.presenting.report import reproduce_command
 
 results = pytest.importorskip("bench.results")
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from report_synth import write_result_set
 
-from bench.loading import (
+from bench.analysing.loading import (
     ResultSetError,
     aggregate,
     default_result_dir,

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 from report_synth import write_result_set
 
-from bench.loading import find_result_dirs
+from bench.analysing.loading import find_result_dirs
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -39,7 +39,7 @@ def test_notebook_is_committed_without_outputs(name):
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"{name}: strip outputs"
     source = "".join(c.source for c in nb.cells)
-    assert "from bench.loading import" in source and "def " not in source.split("import", 1)[0]
+    assert "from bench.analysing.loading import" in source and "def " not in source.split("import", 1)[0]
 
 
 def _execute(name):

@@ -14,8 +14,8 @@ from report_synth import (
     write_result_set,
 )
 
-from bench.loading import aggregate, load_result_set, scenarios
-from bench.recommend import curve, fit_curves, recommend
+from bench.analysing.loading import aggregate, load_result_set, scenarios
+from bench.analysing.recommend import curve, fit_curves, recommend
 
 
 def _rec(path, scenario_index=-1, **kw):

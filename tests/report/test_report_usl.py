@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.usl import MIN_POINTS, fit_usl, usl
+from bench.analysing.usl import MIN_POINTS, fit_usl, usl
 
 
 def _samples(lam, sigma, kappa, ns, repeats=3, noise=0.01, seed=1):

@@ -12,9 +12,9 @@ from __future__ import annotations
 import pandas as pd
 from report_synth import linear_turbo, saturating_mpq, write_result_set
 
-from bench.loading import aggregate, excluded_runs, load_result_set, scenarios
-from bench.recommend import fit_curves, recommend
-from bench.report import build_report
+from bench.analysing.loading import aggregate, excluded_runs, load_result_set, scenarios
+from bench.analysing.recommend import fit_curves, recommend
+from bench.presenting.report import build_report
 
 CID = "turbo-fork-p1-c{c}-b100-w50-busy-e300"
 

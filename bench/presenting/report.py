@@ -31,8 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import plots
-from bench.loading import (
+from bench.analysing.loading import (
     DEFAULT_NOISE_THRESHOLD,
     SCALING_AXIS,
     SCENARIO_KEYS,
@@ -47,7 +46,7 @@ from bench.loading import (
     scenarios,
     select,
 )
-from bench.recommend import (
+from bench.analysing.recommend import (
     DEFAULT_EFFICIENCY_THRESHOLD,
     DEFAULT_LATENCY_BUDGET_MS,
     DEFAULT_WITHIN,
@@ -59,8 +58,9 @@ from bench.recommend import (
     is_batched,
     recommend,
 )
+from bench.analysing.usl import MIN_POINTS
+from bench.presenting import plots
 from bench.schema import SWEEP_AXES, SWEEP_SCALARS
-from bench.usl import MIN_POINTS
 
 fmt = plots.fmt_float
 
@@ -259,7 +259,7 @@ def build_report(
     )
     kafka = meta.get("kafka")
     if isinstance(kafka, dict):
-        # The Kafka pipeline scenario (bench.kafka_scenario): say which cluster
+        # The Kafka pipeline scenario (bench.scenarios.kafka): say which cluster
         # carried it, because the mock cluster's figures are not a broker's.
         doc.p(f"**Kafka pipeline scenario, {kafka.get('cluster', 'unknown')} cluster**: {kafka.get('note', '')}")
     _recommendation_section(doc, recs, efficiency_threshold, latency_budget_ms, noise_threshold)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .base import Backend, Consumer, ListProducer, Producer
+from bench.measuring.backends.base import Backend, Consumer, ListProducer, Producer
 
 SENTINEL = None
 #: faster-fifo stores a size header with every message.

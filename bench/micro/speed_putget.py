@@ -2,8 +2,8 @@
 
 Reproduce with::
 
-    python -m bench.speed_putget -o results/speed_putget.json
-    python -m bench.speed_putget --fast        # a quicker, noisier run
+    python -m bench.micro.speed_putget -o results/speed_putget.json
+    python -m bench.micro.speed_putget --fast        # a quicker, noisier run
 
 One producer process makes ~300-byte log-record dicts and puts them; one
 consumer process gets them.  The value recorded for each benchmark is the CPU

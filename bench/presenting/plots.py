@@ -1,6 +1,6 @@
 """Matplotlib figures of a result set (Agg backend; PNGs beside the report).
 
-Each ``plot_*`` function takes the aggregated cells (:func:`bench.loading.aggregate`)
+Each ``plot_*`` function takes the aggregated cells (:func:`bench.analysing.loading.aggregate`)
 of one scenario and returns a Figure; the report saves it and the notebooks
 show it.  Failed cells are never drawn as points: they carry NaN metrics and
 are dropped, and the scaling plot marks their consumer count with a "failed"
@@ -26,9 +26,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.loading import SCALING_AXIS, scenario_label, select  # noqa: E402
-from bench.recommend import TURBO, backend_name, best_batch, curve, is_batched  # noqa: E402
-from bench.usl import MIN_POINTS  # noqa: E402
+from bench.analysing.loading import SCALING_AXIS, scenario_label, select  # noqa: E402
+from bench.analysing.recommend import TURBO, backend_name, best_batch, curve, is_batched  # noqa: E402
+from bench.analysing.usl import MIN_POINTS  # noqa: E402
 
 FIGSIZE = (8.0, 5.0)
 #: A USL curve through 2 counts is whatever the optimiser started from (three

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .base import Backend, Consumer, ListProducer, Producer
-from .mpq import SENTINEL, put_sentinels, release_mp_queue
+from bench.measuring.backends.base import Backend, Consumer, ListProducer, Producer
+from bench.measuring.backends.mpq import SENTINEL, put_sentinels, release_mp_queue
 
 
 class _BatchProducer(ListProducer):

@@ -41,7 +41,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from .events import EventFactory
+from bench.measuring.events import EventFactory
 
 WORKLOADS = ("busy", "parse", "regex", "hash")
 

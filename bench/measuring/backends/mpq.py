@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .base import Backend, Consumer, Producer
+from bench.measuring.backends.base import Backend, Consumer, Producer
 
 #: Marks the end of the stream: one per consumer, put after every producer
 #: exited, so every consumer sees all events (FIFO pipe) before its sentinel.

@@ -2,7 +2,7 @@
 
 Print this machine's state with::
 
-    python -c "import json, bench.machine as m; print(json.dumps(m.machine_state(), indent=2))"
+    python -c "import json, bench.measuring.machine as m; print(json.dumps(m.machine_state(), indent=2))"
 
 Everything here reads files of /proc and /sys (Linux) and answers ``None``
 where a file is missing or unreadable: a probe never fails a sweep.

@@ -2,9 +2,9 @@
 
 Reproduce with::
 
-    python -m bench.batch_format            # timeit table: CPU us per batch, file size vs payload
-    python -m bench.batch_format --putget   # bench.speed_putget with each format, side by side (pyperf)
-    python -m bench.batch_format --putget --fast
+    python -m bench.micro.batch_format            # timeit table: CPU us per batch, file size vs payload
+    python -m bench.micro.batch_format --putget   # bench.micro.speed_putget with each format, side by side (pyperf)
+    python -m bench.micro.batch_format --putget --fast
 
 Cases: 1000 pickled ~160-byte items in one run (items put one by one), in ten
 runs of 100 (put one by one between put_many calls), as one put_many list,
@@ -168,10 +168,10 @@ def table(rounds: int = 3) -> None:
 # -- speed_putget with either format ------------------------------------------------
 
 def putget() -> None:
-    """bench.speed_putget's put+get pairs, version 1 and version 2 files in one pyperf run."""
+    """bench.micro.speed_putget's put+get pairs, version 1 and version 2 files in one pyperf run."""
     import pyperf
 
-    from bench import speed_putget as sp
+    from bench.micro import speed_putget as sp
     from turbo_queue import _consumer, _producer
 
     def with_format(version: int, batch: int, many: bool):
@@ -191,7 +191,7 @@ def putget() -> None:
         cmd.append("--putget")
 
     runner = pyperf.Runner(processes=6, values=3, warmups=1, min_time=0.2, add_cmdline_args=add_args,
-                           program_args=("-m", "bench.batch_format"))
+                           program_args=("-m", "bench.micro.batch_format"))
     runner.argparser.add_argument("--putget", action="store_true")
     results = []
     for batch in (100, 1000):

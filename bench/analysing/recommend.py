@@ -1,14 +1,14 @@
 """Turn aggregated cells into the two numbers a user came for: processes and batch size.
 
 Rules (issue 4), applied per scenario (one combination of
-:data:`bench.loading.SCENARIO_KEYS`, so per ``work_us``):
+:data:`bench.analysing.loading.SCENARIO_KEYS`, so per ``work_us``):
 
 * **Process count** (consumers; producers are fixed by the scenario): for each
   turbo batch size, the largest consumer count N such that scaling efficiency
   ``X(N) / (N * X(n0) / n0)`` stays at or above the threshold at N and at every
   smaller measured count (a failed cell ends the run of counts); lowered to
   floor(N*) of that curve's USL fit when N* is smaller (only when at least
-  :data:`bench.usl.MIN_POINTS` counts were measured, since N* of a thinner fit
+  :data:`bench.analysing.usl.MIN_POINTS` counts were measured, since N* of a thinner fit
   is not trustworthy); and bounded by the machine's logical cores.  The batch
   size whose curve gives the most throughput at its own such N (among those
   meeting the latency budget there) sets the recommended count.
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench.loading import (
+from bench.analysing.loading import (
     DEFAULT_NOISE_THRESHOLD,
     SCALING_AXIS,
     SCENARIO_KEYS,
@@ -43,7 +43,7 @@ from bench.loading import (
     select,
     usable_runs,
 )
-from bench.usl import MIN_POINTS, USLFit, fit_usl
+from bench.analysing.usl import MIN_POINTS, USLFit, fit_usl
 
 TURBO = "turbo"
 DEFAULT_EFFICIENCY_THRESHOLD = 0.8

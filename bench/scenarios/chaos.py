@@ -1,4 +1,4 @@
-"""python -m bench.chaos --duration 60
+"""python -m bench.scenarios.chaos --duration 60
 
 (or ``python -m bench chaos [PATH] --duration 60``): the chaos run of turbo_queue.
 
@@ -81,7 +81,7 @@ from turbo_queue._folder import Folder
 
 __all__ = ["ConsumerLog", "ProducerLog", "check", "main", "parse_consumer_log", "parse_producer_log", "run"]
 
-PROG = "python -m bench.chaos"
+PROG = "python -m bench.scenarios.chaos"
 QUEUE_DIR, LOG_DIR = "queue", "logs"
 # Producer items: "<producer tag>:<n>:<pad>", the pad derived from n so that a
 # consumer can tell an intact item from a damaged one.
@@ -206,7 +206,7 @@ def _install_slow_seal(pause: float) -> None:
     from turbo_queue import _producer
 
     if not hasattr(_producer, "write_file"):
-        raise RuntimeError("turbo_queue._producer.write_file is gone: update bench/chaos.py's seal hook")
+        raise RuntimeError("turbo_queue._producer.write_file is gone: update bench/scenarios/chaos.py's seal hook")
 
     def write_all(fd: int, data) -> None:
         view = memoryview(data)
@@ -859,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the importable module's main, so that the workers pickle as bench.chaos.* (not __main__.*).
-    from bench.chaos import main as _main
+    # Run the importable module's main, so that the workers pickle as bench.scenarios.chaos.* (not __main__.*).
+    from bench.scenarios.chaos import main as _main
 
     sys.exit(_main())

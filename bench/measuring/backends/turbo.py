@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .base import Backend, Consumer, Producer
+from bench.measuring.backends.base import Backend, Consumer, Producer
 
 
 class _TurboProducer(Producer):

@@ -5,7 +5,7 @@ Reproduce one cell (it is a sweep with one point)::
     python -m bench sweep --backends turbo --producers 1 --consumers 2 \\
         --batch-sizes 1000 --work-us 50 --repeat 1 --out /tmp/one-cell
 
-Timeline of a cell (all times from the shared clock, see bench.events)::
+Timeline of a cell (all times from the shared clock, see bench.measuring.events)::
 
     start processes -> all ready -> t0 -> warm-up -> [ measure window ] -> producers stop
                                                                          -> end of stream
@@ -53,11 +53,11 @@ from typing import Any
 
 import psutil
 
-from . import machine, validity
-from .backends import BackendSettings, get_backend
-from .events import EventFactory, clock_ns
-from .schema import COLUMNS, LOAD_CLOSED, SCHEMA_VERSION
-from .work import TEST_WORK_SCALE_ENV, burst_cost_us, make_work, work_cost_us
+from bench.measuring import machine, validity
+from bench.measuring.backends import BackendSettings, get_backend
+from bench.measuring.events import EventFactory, clock_ns
+from bench.measuring.work import TEST_WORK_SCALE_ENV, burst_cost_us, make_work, work_cost_us
+from bench.schema import COLUMNS, LOAD_CLOSED, SCHEMA_VERSION
 
 #: Check the clock every SPARSE_CHECK events when the work per event is
 #: cheaper than a clock read would be to ignore; a prime, so that check
@@ -192,7 +192,7 @@ def _produce(backend, index: int, spec: dict, t0_ns: int) -> dict:
 def _consume(backend, index: int, spec: dict, t0_ns: int, work) -> dict:
     # The work's cost, timed here, on this core, at the start (during the
     # warm-up) and again after the drain: the check that the work the cell
-    # asked for is the work it got (bench.validity: work drift).
+    # asked for is the work it got (bench.measuring.validity: work drift).
     probe = EventFactory(0, spec["event_bytes"]).make(0)
     expected = spec.get("work_cost_us")
     bursts = [burst_cost_us(work, probe, expected)]
@@ -495,7 +495,7 @@ def _delivery_check(results: dict, produced: dict[int, int]) -> tuple[int, int, 
     """(lost, duplicated, unexpected) sequence numbers, exactly."""
     import numpy as np
 
-    from .events import SEQ_STRIDE
+    from bench.measuring.events import SEQ_STRIDE
 
     chunks = [np.frombuffer(r["seqs"], dtype=np.int64) for r in results.values()]
     seqs = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)

@@ -48,8 +48,8 @@ Rules a backend must follow (the contract suite in tests/bench checks them):
 * A backend never starts processes of its own (so the harness can account
   for and reap every process of a cell).
 
-Adding a backend: write one module in bench/backends/ with a ``Backend``
-subclass and add one line to ``BACKENDS`` in bench/backends/__init__.py.
+Adding a backend: write one module in bench/measuring/backends/ with a ``Backend``
+subclass and add one line to ``BACKENDS`` in bench/measuring/backends/__init__.py.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Reproduce one run (needs ``pip install "turbo-queue-ng[kafka]"``)::
 
-    python -m bench.kafka_scenario --consumers 2 --work-us 50 --events 20000 --out results/kafka-mock
-    python -m bench.kafka_scenario --backend turbo,mpq-batch --consumers 1,2 --repeat 3
-    python -m bench.kafka_scenario --bootstrap-servers broker1:9092 ...     # a real cluster
+    python -m bench.scenarios.kafka --consumers 2 --work-us 50 --events 20000 --out results/kafka-mock
+    python -m bench.scenarios.kafka --backend turbo,mpq-batch --consumers 1,2 --repeat 3
+    python -m bench.scenarios.kafka --bootstrap-servers broker1:9092 ...     # a real cluster
 
 The pipeline our users run, one machine's share of it::
 
@@ -31,10 +31,10 @@ Timeline of a run:
    than :func:`mock_max_events` events (about 45,000 of 300 bytes) are refused
    rather than silently losing unread input.  A run whose input topic lost
    messages to retention (any cluster) fails with that reason.
-2. A preload process writes ``--events`` events (bench.events, JSON values,
+2. A preload process writes ``--events`` events (bench.measuring.events, JSON values,
    key = the event's ``seq``) to a fresh input topic.
 3. The stages start, each signals ready, then all start at once.  Workers run
-   the calibrated per-event work of bench.work on the decoded event.
+   the calibrated per-event work of bench.measuring.work on the decoded event.
 4. The window: from the moment the sink has delivered ``--window-from`` of
    the events (default 10 %) to the moment it has delivered
    ``--window-to`` (90 %), so group join and start-up are excluded, and so is
@@ -81,9 +81,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .cell import _write_result, reap_processes, report_child, sample_delta, window_figures
-from .events import EventFactory, clock_ns
-from .schema import COLUMNS, SCHEMA_VERSION
+from bench.measuring.cell import (
+    _write_result,
+    reap_processes,
+    report_child,
+    sample_delta,
+    window_figures,
+)
+from bench.measuring.events import EventFactory, clock_ns
+from bench.schema import COLUMNS, SCHEMA_VERSION
 
 #: Columns appended after bench.schema.COLUMNS in this scenario's runs.csv.
 KAFKA_COLUMNS = {
@@ -318,7 +324,7 @@ def _source(spec: dict, shared: dict, index: int) -> dict:
 
 
 def _worker(spec: dict, shared: dict, index: int) -> dict:
-    from .work import make_work
+    from bench.measuring.work import make_work
 
     work = make_work(spec["workload"], spec["work_us"], spec["calibration"])
     counts = shared["worker_counts"]
@@ -340,7 +346,7 @@ def _worker(spec: dict, shared: dict, index: int) -> dict:
         run_worker(qa, qb, process, many=True)
         return {}
 
-    from .backends.mpq import SENTINEL
+    from bench.measuring.backends.mpq import SENTINEL
 
     qa, qb = shared["qa"], shared["qb"]
     ready.release()
@@ -384,7 +390,7 @@ def _sink(spec: dict, shared: dict, index: int) -> dict:
     else:
         from confluent_kafka import Producer
 
-        from .backends.mpq import SENTINEL
+        from bench.measuring.backends.mpq import SENTINEL
 
         producer = Producer(_producer_config(spec))
         qb = shared["qb"]
@@ -608,7 +614,7 @@ def run_kafka_cell(
             f"events; use fewer events or --bootstrap-servers"))
         return row
     if calibration is None:
-        from .work import calibrate
+        from bench.measuring.work import calibrate
 
         calibration = calibrate(work_us=(work_us,), workloads=(workload,), event_bytes=(event_bytes,))
     ctx = multiprocessing.get_context(start_method)
@@ -803,7 +809,7 @@ def _run(row, ctx, work, processes, helpers, *, backend, consumers, work_us, eve
     if backend == "turbo":
         _queue(spec, "a").close()
     else:
-        from .backends.mpq import SENTINEL
+        from bench.measuring.backends.mpq import SENTINEL
 
         for _ in range(consumers):
             shared["qa"].put(SENTINEL, timeout=max(0.1, remaining()))
@@ -833,7 +839,7 @@ def _run(row, ctx, work, processes, helpers, *, backend, consumers, work_us, eve
 
 def _measure(row, spec, results, before, after, counts_before, counts_after, d_before, d_after, t_go,
              t_before, t_after, lag, peak_rss, n_partitions, lost, duplicated, unique, total, np) -> dict:
-    from .work import work_cost_us
+    from bench.measuring.work import work_cost_us
 
     window_s = (t_after - t_before) / 1e9
     events = d_after - d_before
@@ -957,7 +963,7 @@ def _csv_list(kind):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m bench.kafka_scenario",
+        prog="python -m bench.scenarios.kafka",
         description="The Kafka pipeline benchmark: topic -> sources -> queue -> C workers -> queue -> sink "
                     "-> topic.  Without --bootstrap-servers it runs against librdkafka's mock cluster.",
     )
@@ -1004,8 +1010,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{mock_max_events(args.event_bytes)} events of {args.event_bytes} bytes; use "
               f"--bootstrap-servers for more", file=sys.stderr)
         return 2
-    from . import results as res
-    from .work import calibrate
+    from bench import results as res
+    from bench.measuring.work import calibrate
 
     out = Path(args.out) if args.out else Path(str(res.default_out_dir()) + "-kafka")
     out.mkdir(parents=True, exist_ok=True)

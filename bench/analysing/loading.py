@@ -531,7 +531,7 @@ def default_result_dir(root: str | os.PathLike | None = None) -> Path:
     if env:
         return Path(env)
     if root is None:
-        root = Path(__file__).resolve().parent.parent / "results"
+        root = Path(__file__).resolve().parents[2] / "results"
     dirs = find_result_dirs(root)
     if not dirs:
         raise ResultSetError(

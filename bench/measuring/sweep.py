@@ -29,7 +29,7 @@ down, at least 1), so one file serves any machine.  ``producers_max`` and
 
 The grid is the product of the axes, less duplicates: unbatched backends run
 at ``batch_size = 1`` only, and named workloads (parse, regex, hash) at
-``work_us = 0`` only (see bench.work).  Within one repeat the backend varies
+``work_us = 0`` only (see bench.measuring.work).  Within one repeat the backend varies
 fastest, so the cells compared most often run back to back; repeat ``r`` of
 every cell runs before repeat ``r + 1`` of any, so drift in the machine
 (thermal, background load) spreads over all cells instead of biasing one.
@@ -51,18 +51,18 @@ from typing import Any
 
 import psutil
 
-from . import results as res
-from .backends import BACKENDS, UnknownBackend, get_backend
-from .cell import Cell, CellRun, leaked_children, run_cell
-from .schema import SWEEP_AXES, SWEEP_SCALARS
-from .work import WORKLOADS, calibrate
+from bench import results as res
+from bench.measuring.backends import BACKENDS, UnknownBackend, get_backend
+from bench.measuring.cell import Cell, CellRun, leaked_children, run_cell
+from bench.measuring.work import WORKLOADS, calibrate
+from bench.schema import SWEEP_AXES, SWEEP_SCALARS
 
 try:
     import tomllib
 except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
+SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 DEFAULT_SWEEP = SWEEPS_DIR / "quick.toml"
 
 #: Margin added to warmup + duration for start-up and drain when the sweep
@@ -70,7 +70,7 @@ DEFAULT_SWEEP = SWEEPS_DIR / "quick.toml"
 DEFAULT_TIMEOUT_MARGIN_S = 60.0
 DEFAULT_REPEAT = 3
 DEFAULT_MAX_BUFFERED = 10_000
-#: ``max_buffered_events = "auto"``: the bound follows the cell (see bench.cell.buffer_bound).
+#: ``max_buffered_events = "auto"``: the bound follows the cell (see bench.measuring.cell.buffer_bound).
 AUTO_BUFFER = "auto"
 
 AXES = SWEEP_AXES
@@ -530,7 +530,7 @@ def run_sweep(
 
     work_root = Path(queue_dir) if queue_dir else out / ".work"
     work_root.mkdir(parents=True, exist_ok=True)
-    from .events import CLOCK_DESCRIPTION, SEQ_STRIDE
+    from bench.measuring.events import CLOCK_DESCRIPTION, SEQ_STRIDE
 
     meta.update(
         clock=CLOCK_DESCRIPTION,

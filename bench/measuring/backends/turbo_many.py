@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import ListProducer, Producer
-from .turbo import TurboBackend
+from bench.measuring.backends.base import ListProducer, Producer
+from bench.measuring.backends.turbo import TurboBackend
 
 
 class _ManyProducer(ListProducer):

@@ -4,18 +4,18 @@ List them and whether each is usable here with::
 
     python -m bench backends
 
-Adding a backend: one module here with a :class:`~bench.backends.base.Backend`
+Adding a backend: one module here with a :class:`~bench.measuring.backends.base.Backend`
 subclass, and one line in ``BACKENDS`` below.
 """
 
 from __future__ import annotations
 
-from .base import Backend, BackendSettings, Consumer, ListProducer, Producer
-from .fasterfifo import FasterFifoBackend
-from .mpq import MPQueueBackend
-from .mpq_batch import MPQueueBatchBackend
-from .turbo import TurboBackend
-from .turbo_many import TurboManyBackend
+from bench.measuring.backends.base import Backend, BackendSettings, Consumer, ListProducer, Producer
+from bench.measuring.backends.fasterfifo import FasterFifoBackend
+from bench.measuring.backends.mpq import MPQueueBackend
+from bench.measuring.backends.mpq_batch import MPQueueBatchBackend
+from bench.measuring.backends.turbo import TurboBackend
+from bench.measuring.backends.turbo_many import TurboManyBackend
 
 #: name -> Backend class, in the order reports list them.
 BACKENDS: dict[str, type[Backend]] = {

@@ -2,7 +2,7 @@
 
 Reproduce the size check with::
 
-    python -c "from bench.events import EventFactory; print(EventFactory(0, 300).sample_json_size())"
+    python -c "from bench.measuring.events import EventFactory; print(EventFactory(0, 300).sample_json_size())"
 
 Every producer of every backend builds its events with the same
 ``EventFactory``, so the only thing that differs between backends is the

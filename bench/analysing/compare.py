@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.loading import ResultSet, ResultSetError, aggregate, load_result_set, ok_runs
+from bench.analysing.loading import ResultSet, ResultSetError, aggregate, load_result_set, ok_runs
 
 DEFAULT_THRESHOLD = 0.05
 

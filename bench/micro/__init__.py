@@ -1,0 +1,3 @@
+"""Micro-benchmarks under pyperf: CPU per event of put and get against a
+batched multiprocessing.Queue (:mod:`.speed_putget`) and the batch file format
+(:mod:`.batch_format`)."""
