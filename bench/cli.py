@@ -82,6 +82,17 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-buffered-events", type=_buffer_arg, metavar="N|auto",
                    help="queue bound in events shared by all backends, or 'auto': "
                         "2 x consumers x max(batch size, 64) events per cell")
+    g.add_argument("--rate", "--rates", dest="rates", type=_csv(float, "--rate"), metavar="R,...",
+                   help="open-loop cells beside every closed-loop one: R events/s offered in "
+                        "total, split over the producers, each event at its scheduled time")
+    g.add_argument("--rate-fractions", type=_csv(float, "--rate-fractions"), metavar="F,...",
+                   help="open-loop cells at F x the same cell's measured closed-loop events/s "
+                        "(median of its repeats so far), e.g. 0.25,0.5,0.8")
+    g.add_argument("--open-loop-batch-sizes", type=_csv(int, "--open-loop-batch-sizes"),
+                   metavar="B,...", help="only these batch sizes get open-loop cells (default: all)")
+    g.add_argument("--pin", nargs="?", const=True, default=None, type=_bool_arg, metavar="BOOL",
+                   help="each process its own core where there are enough (recorded per row "
+                        "as pinned); '--pin false' turns it off")
     g.add_argument("--cell-timeout", type=float, metavar="SECONDS")
     g.add_argument("--shuffle-seed", type=int, metavar="N",
                    help="seed of the per-repeat backend order (default: drawn, recorded in meta.json)")
@@ -297,6 +308,15 @@ def _buffer_arg(text: str) -> int | str:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
     return value
+
+
+def _bool_arg(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "yes", "1", "on"):
+        return True
+    if value in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 SCENARIOS = ("queue", "kafka")

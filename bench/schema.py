@@ -40,7 +40,8 @@ LOAD_CLOSED = "closed"
 #: Every column of runs.csv, in order, with its meaning.
 COLUMNS = {
     "schema_version": "int: SCHEMA_VERSION of the writer",
-    "cell_id": "str: stable id of the cell, e.g. 'turbo-fork-p1-c4-b100-w50-busy-e300'",
+    "cell_id": "str: stable id of the cell, e.g. 'turbo-fork-p1-c4-b100-w50-busy-e300'; an open-loop "
+               "cell's id ends in its load ('...-e300-rate5000', '...-e300-frac0.25')",
     "repeat": "int: 0-based repeat index (repeats are interleaved across cells)",
     "backend": "str: backend name (turbo, mpq, mpq-batch, faster-fifo)",
     "start_method": "str: fork or spawn",
@@ -107,6 +108,19 @@ COLUMNS = {
     "polling_fallback": "bool: a process of the backend waited by polling (no inotify)",
     "pinned": "bool: every process of the cell ran pinned to a core of its own",
     "producers_setting": "str: 'auto' or the producer count asked for",
+    # -- open loop (bench.measuring.schedule) -------------------------------
+    "achieved_rate_ratio": "float: events_per_s / offered_rate (open loop); empty for closed",
+    "achieved_rate_err": "float: relative uncertainty of events_per_s in open loop from batch delivery: "
+                         "events delivered at once / (rate per producer x window); empty for closed",
+    "saturated": "bool: open loop: achieved rate short of the offered by > max(5%, achieved_rate_err): "
+                 "the cell could not carry its rate (a valid measurement of saturation); empty for closed",
+    "schedule_lag_p50_ms": "float: open loop: created - scheduled of sampled events, median (how late "
+                           "producers put events: a full queue blocks them); empty for closed",
+    "schedule_lag_p99_ms": "float: open loop: created - scheduled, 99th percentile",
+    "producer_backlog": "int: open loop: events due before the window's end that producers had not put "
+                        "by then (0 when they kept to the schedule); empty for closed",
+    "max_batch_age_s": "float: seconds after which the backend seals a partial batch (turbo's "
+                       "max_batch_age); empty for backends that send a batch only when it is full",
 }
 
 #: meta.json keys the report relies on (the file holds more).
@@ -149,6 +163,10 @@ SWEEP_AXES = (
     "work_us",
     "workloads",
     "event_bytes",
+    # The load axis: open-loop cells beside every closed-loop cell (bench.measuring.schedule).
+    "rates",
+    "rate_fractions",
+    "open_loop_batch_sizes",
 )
 SWEEP_SCALARS = (
     "repeat",
@@ -157,4 +175,5 @@ SWEEP_SCALARS = (
     "max_buffered_events",
     "cell_timeout",
     "shuffle_seed",
+    "pin",
 )

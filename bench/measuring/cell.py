@@ -14,15 +14,22 @@ Timeline of a cell (all times from the shared clock, see bench.measuring.events)
 * Every child signals ``ready`` once set up (imports done, queue opened, work
   function built); the parent then publishes ``t0`` and sets ``start``, so
   start-up cost (large under spawn) never leaks into the measurements.
-* Producers run flat out from ``t0`` until the window ends; the queue's own
-  bound (``max_buffered_events``) applies backpressure.
-* Consumers count their events and, at check points, read the clock: the
-  count at the first check at or after each window edge gives their events
-  inside the window; latency is sampled at check points inside the window
-  (every event when the work costs >= 1 us, else every ``SPARSE_CHECK``-th).
-* The parent samples every child with psutil at both window edges (CPU
-  times, context switches of all threads, bytes written) and the per-core
-  busy time of the whole machine; the same code for every backend.
+* Closed loop (``load = "closed"``): producers run flat out from ``t0``
+  until the window ends; the queue's own bound (``max_buffered_events``)
+  applies backpressure.  Open loop (``rate:R``, ``frac:f``): producers put
+  each event at its scheduled time from ``t0`` on (bench.measuring.schedule);
+  the same bound applies, and a producer it blocks falls behind its
+  schedule, which the latency (measured from the scheduled time) shows.
+* Consumers count their events and, at check points right after an
+  event's work, read the clock: the count at the first check at or after
+  each window edge gives their events inside the window; latency is sampled
+  at check points inside the window (every event when the work costs
+  >= 1 us, else every ``SPARSE_CHECK``-th): end to end (scheduled ->
+  processed, work included), queue wait (scheduled -> batch received) and
+  schedule lag (scheduled -> created: how late the producer was).
+* The parent samples every child at both window edges (bench.measuring.sampling);
+  the same code for every backend.  With ``--pin`` each child runs on a
+  core of its own (bench.measuring.pinning).
 * After the window: producers flush and exit, the backend ends the stream,
   consumers drain and exit, each child leaves a result file; the parent
   checks delivery (every sequence number exactly once) and computes the row.
@@ -33,29 +40,40 @@ process the cell started is killed and reaped, and the row records why.
 
 from __future__ import annotations
 
-import ctypes
-import json
 import multiprocessing
 import os
 import pickle
 import shutil
-import signal
 import sys
 import tempfile
 import time
-import traceback
 from array import array
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
 import psutil
 
-from bench.measuring import machine, validity
+from bench.measuring import machine, pinning, validity
 from bench.measuring.backends import BackendSettings, get_backend
 from bench.measuring.events import EventFactory, clock_ns
+
+# The process management and the sampling live in their own modules; their
+# names stay importable from here for the scenarios that use them.
+from bench.measuring.processes import (  # noqa: F401
+    _describe_exit,
+    _die_with_parent,
+    _max_rss_bytes,
+    _read_result,
+    _write_result,
+    leaked_children,
+    mp_helper_pids,
+    reap_processes,
+    report_child,
+)
+from bench.measuring.sampling import sample, sample_delta, window_figures  # noqa: F401
+from bench.measuring.schedule import load_id_suffix, parse_load, produce_on_schedule, producer_rates
 from bench.measuring.work import TEST_WORK_SCALE_ENV, burst_cost_us, make_work, work_cost_us
 from bench.schema import COLUMNS, LOAD_CLOSED, SCHEMA_VERSION
 
@@ -80,13 +98,26 @@ class Cell:
     work_us: float
     workload: str
     event_bytes: int
+    #: "closed", "rate:R" or "frac:f" (bench.measuring.schedule).
+    load: str = LOAD_CLOSED
 
     @property
     def cell_id(self) -> str:
+        # Closed-loop cells keep the ids they had before open-loop cells
+        # existed, so old result sets and --resume still match them.
         return (
             f"{self.backend}-{self.start_method}-p{self.producers}-c{self.consumers}"
             f"-b{self.batch_size}-w{self.work_us:g}-{self.workload}-e{self.event_bytes}"
+            f"{load_id_suffix(self.load)}"
         )
+
+    @property
+    def open_loop(self) -> bool:
+        return self.load != LOAD_CLOSED
+
+    def closed_twin(self) -> Cell:
+        """The same cell in closed loop (what a ``frac:f`` cell's rate comes from)."""
+        return replace(self, load=LOAD_CLOSED)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +136,8 @@ class CellRun:
     #: Parent directory of the cell's private work directory (turbo's queue
     #: folder and the children's result files live there).
     workdir: str
+    #: Each process on a core of its own where there are enough (bench.measuring.pinning).
+    pin: bool = False
 
 
 def buffer_bound(setting: int | str, cell) -> int:
@@ -129,64 +162,26 @@ def buffer_bound(setting: int | str, cell) -> int:
 # --------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """Have the kernel kill this child if the sweep process dies (Linux).
-
-    Without it a SIGKILLed sweep would leave consumers blocked forever on a
-    queue nobody will close.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return
-
-
-def _max_rss_bytes() -> int:
-    """Peak resident set size of this process.
-
-    On Linux VmHWM of /proc/self/status: getrusage's ru_maxrss survives
-    exec, so a spawned child would report the RSS of the sweep process it
-    was forked from rather than its own.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports kilobytes, macOS bytes.
-    return rss if sys.platform == "darwin" else rss * 1024
-
-
-def _write_result(path: str, result: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
-
-
 def _produce(backend, index: int, spec: dict, t0_ns: int) -> dict:
     make = EventFactory(index, spec["event_bytes"]).make
     stop_ns = t0_ns + spec["warmup_ns"] + spec["duration_ns"]
-    clock = clock_ns
-    i = 0
+    rates = spec.get("rates")
     with backend.producer(index) as sink:
+        if rates:
+            # Open loop: the schedule starts at t0, so the warm-up runs at
+            # the offered rate too (bench.measuring.schedule).
+            return produce_on_schedule(sink.put, make, rate=rates[index],
+                                       t_start_ns=t0_ns, stop_ns=stop_ns)
+        clock = clock_ns
         put = sink.put
+        i = 0
         # Check the clock every 16 events: cheap against making and putting
         # 16 events, and late by at most 16 events at the window's end.
         while clock() < stop_ns:
             for _ in range(16):
                 put(make(i))
                 i += 1
-    return {"produced": i}
+    return {"produced": i, "backlog": 0}
 
 
 def _consume(backend, index: int, spec: dict, t0_ns: int, work) -> dict:
@@ -209,9 +204,11 @@ def _consume(backend, index: int, spec: dict, t0_ns: int, work) -> dict:
     seqs = array("q")
     latency = array("q")
     qwait = array("q")
+    lag = array("q")
     seq_append = seqs.append
     lat_append = latency.append
     qwait_append = qwait.append
+    lag_append = lag.append
     n = 0
     next_check = 0
     snap_start = snap_end = -1
@@ -227,20 +224,25 @@ def _consume(backend, index: int, spec: dict, t0_ns: int, work) -> dict:
                 if now >= win_end and snap_end < 0:
                     snap_end = n
             for ev in batch:
-                if n >= next_check:
-                    next_check = n + every
+                check = n >= next_check
+                work(ev)
+                seq_append(ev["seq"])
+                n += 1
+                if check:
+                    # Read after the work: an event is processed, and its
+                    # latency ends, only when its work is done.
+                    next_check = n - 1 + every
                     now = clock()
                     if now >= win_start:
                         if snap_start < 0:
                             snap_start = n
                         if now < win_end:
-                            lat_append(now - ev["created_ns"])
-                            qwait_append(received - ev["created_ns"])
+                            due = ev["scheduled_ns"]
+                            lat_append(now - due)
+                            qwait_append(received - due)
+                            lag_append(ev["created_ns"] - due)
                         elif snap_end < 0:
                             snap_end = n
-                work(ev)
-                seq_append(ev["seq"])
-                n += 1
         polling = bool(getattr(source, "polling_fallback", lambda: False)())
     bursts.append(burst_cost_us(work, probe, expected))
     # A consumer that got nothing after an edge (starved, or blocked until
@@ -255,34 +257,20 @@ def _consume(backend, index: int, spec: dict, t0_ns: int, work) -> dict:
         "seqs": seqs.tobytes(),
         "latency_ns": latency.tobytes(),
         "queue_wait_ns": qwait.tobytes(),
+        "schedule_lag_ns": lag.tobytes(),
         "work_bursts_us": bursts,
         "polling_fallback": polling,
     }
 
 
-def report_child(result_path: str, result: dict, body: Callable[[], dict]) -> None:
-    """Run a child process's ``body`` and write ``result`` (updated with what it
-    returns, or with the error) to ``result_path`` for the parent; exit 1 on error.
-
-    Shared by the sweep's producers and consumers and the Kafka scenario's
-    stages, so that every child reports its peak RSS and its failure alike.
-    """
-    try:
-        result.update(body())
-    except BaseException as exc:
-        result["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        result["traceback"] = traceback.format_exc()
-        result["max_rss_bytes"] = _max_rss_bytes()
-        _write_result(result_path, result)
-        sys.exit(1)
-    result["max_rss_bytes"] = _max_rss_bytes()
-    _write_result(result_path, result)
-
-
-def child_main(role, index, backend, spec, ready, start, t0, result_path) -> None:
-    """Entry point of every producer and consumer process."""
+def child_main(role, index, backend, spec, ready, start, t0, result_path, core=None) -> None:
+    """Entry point of every producer and consumer process (``core``: pin to it first)."""
     _die_with_parent()
     result: dict[str, Any] = {"role": role, "index": index, "pid": os.getpid()}
+    if core is not None:
+        # Before anything else, so that imports and the queue's set-up
+        # already run on the core the child will be measured on.
+        result["pinned_core"] = core if pinning.pin_self(core) else None
 
     def body() -> dict:
         work = None
@@ -303,192 +291,11 @@ def child_main(role, index, backend, spec, ready, start, t0, result_path) -> Non
 
 
 # --------------------------------------------------------------------------
-# Parent side: sampling
-# --------------------------------------------------------------------------
-
-
-def _ctx_switches(proc: psutil.Process) -> tuple[int, int]:
-    """Voluntary and involuntary switches of all the process's threads.
-
-    psutil's num_ctx_switches reads /proc/PID/status, which counts the main
-    thread only; multiprocessing.Queue does its writes (and blocks) in a
-    feeder thread, so on Linux sum over /proc/PID/task/*/status instead.
-    """
-    task_dir = f"/proc/{proc.pid}/task"
-    if os.path.isdir(task_dir):
-        vol = invol = 0
-        for tid in os.listdir(task_dir):
-            try:
-                with open(f"{task_dir}/{tid}/status") as f:
-                    for line in f:
-                        if line.startswith("voluntary_ctxt_switches"):
-                            vol += int(line.split()[1])
-                        elif line.startswith("nonvoluntary_ctxt_switches"):
-                            invol += int(line.split()[1])
-            except (FileNotFoundError, ProcessLookupError):
-                continue  # a thread that ended between listdir and open
-        return vol, invol
-    c = proc.num_ctx_switches()
-    return c.voluntary, c.involuntary
-
-
-def _sample_process(proc: psutil.Process) -> dict | None:
-    try:
-        with proc.oneshot():
-            t = proc.cpu_times()
-            vol, invol = _ctx_switches(proc)
-            try:
-                written = proc.io_counters().write_bytes
-            except (AttributeError, psutil.AccessDenied, NotImplementedError):
-                written = None
-        return {"user": t.user, "system": t.system, "vol": vol, "invol": invol, "written": written}
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return None
-
-
-def _sample(procs: dict[str, psutil.Process]) -> dict:
-    t_start = clock_ns()
-    out = {
-        "per_cpu": psutil.cpu_times(percpu=True),
-        "stat": machine.cpu_times_total(),
-        "procs": {key: _sample_process(p) for key, p in procs.items()},
-    }
-    out["took_ns"] = clock_ns() - t_start
-    out["at_ns"] = t_start
-    out["mhz"] = machine.cpu_mhz()
-    return out
-
-
-def _core_busy_pct(before, after) -> list[float]:
-    """Busy % per core between two psutil.cpu_times(percpu=True) samples."""
-    out = []
-    for b, a in zip(before, after):
-        db = a._asdict()
-        d = {k: db[k] - v for k, v in b._asdict().items()}
-        # On Linux guest time is already inside user/nice (as psutil's own
-        # cpu_percent assumes), so leave it out of the total.
-        total = sum(v for k, v in d.items() if k not in ("guest", "guest_nice"))
-        idle = d.get("idle", 0.0) + d.get("iowait", 0.0)
-        out.append(100.0 * (total - idle) / total if total > 0 else 0.0)
-    return out
-
-
-# --------------------------------------------------------------------------
-# Parent side: running and reaping
-# --------------------------------------------------------------------------
-
-
 class CellFailed(Exception):
     def __init__(self, status: str, error: str):
         super().__init__(error)
         self.status = status
         self.error = error
-
-
-def mp_helper_pids() -> set[int]:
-    """Processes multiprocessing keeps for the sweep's whole life.
-
-    The resource tracker (started by the spawn method) is a child of the
-    sweep process but belongs to no cell; leak checks must not count it.
-    """
-    pids = set()
-    try:
-        from multiprocessing import resource_tracker
-
-        pid = getattr(resource_tracker._resource_tracker, "_pid", None)
-        if pid:
-            pids.add(pid)
-    except (ImportError, AttributeError):
-        pass
-    try:
-        from multiprocessing import forkserver
-
-        pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
-        if pid:
-            pids.add(pid)
-    except (ImportError, AttributeError):
-        pass
-    return pids
-
-
-def leaked_children() -> list[psutil.Process]:
-    """Descendants of this process that no cell should have left behind."""
-    helpers = mp_helper_pids()
-    out = []
-    for p in psutil.Process().children(recursive=True):
-        if p.pid in helpers:
-            continue
-        try:
-            if p.status() == psutil.STATUS_ZOMBIE:
-                # Not running; reaped below by the process that owns it.
-                continue
-        except psutil.NoSuchProcess:
-            continue
-        out.append(p)
-    return out
-
-
-def reap_processes(processes: list, grace: float = 2.0) -> None:
-    """Terminate, then kill, every process of the cell and its descendants.
-
-    Direct children are reaped with ``Process.join`` (multiprocessing's own
-    bookkeeping), descendants they may have started with psutil.
-    """
-    alive = [p for p in processes if p.is_alive()]
-    descendants: list[psutil.Process] = []
-    for p in alive:
-        try:
-            descendants.extend(psutil.Process(p.pid).children(recursive=True))
-        except psutil.NoSuchProcess:
-            pass
-    for d in descendants:
-        try:
-            d.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    for p in alive:
-        p.terminate()
-    deadline = time.monotonic() + grace
-    for p in alive:
-        p.join(max(0.0, deadline - time.monotonic()))
-    for p in alive:
-        if p.is_alive():
-            p.kill()
-            p.join(grace)
-    _, still = psutil.wait_procs(descendants, timeout=grace)
-    for d in still:
-        try:
-            d.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(still, timeout=grace)
-    for p in processes:
-        p.join(0)  # reap the already-exited ones too
-        try:
-            p.close()
-        except ValueError:
-            pass  # still running after SIGKILL + grace: nothing more we can do
-
-
-def _read_result(path: str) -> dict | None:
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    except FileNotFoundError:
-        return None
-
-
-def _describe_exit(role: str, index: int, proc, result: dict | None) -> str:
-    if result and result.get("error"):
-        return f"{role} {index} failed: {result['error']}"
-    code = proc.exitcode
-    if code is not None and code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = str(-code)
-        return f"{role} {index} killed by {name}"
-    return f"{role} {index} exited with code {code} without a result"
 
 
 def _delivery_check(results: dict, produced: dict[int, int]) -> tuple[int, int, int]:
@@ -513,128 +320,8 @@ def _delivery_check(results: dict, produced: dict[int, int]) -> tuple[int, int, 
     return lost, duplicated, unexpected
 
 
-def sample_delta(before: dict, after: dict, prefixes: str | tuple[str, ...], field: str) -> float:
-    """``field`` (user, system, vol, invol, written) summed over the processes
-    whose sample key starts with ``prefixes``, between two samples; a process
-    that was gone at either sample counts for nothing."""
-    total = 0.0
-    for key, b in before["procs"].items():
-        a = after["procs"].get(key)
-        if key.startswith(prefixes) and a is not None and b is not None and a[field] is not None:
-            total += a[field] - b[field]
-    return total
-
-
-def window_figures(before: dict, after: dict, window_s: float, events: int, eps: list[float], *,
-                   producers: tuple[str, ...], consumers: tuple[str, ...], others: tuple[str, ...] = (),
-                   work_per_event: float, useful_us: float, latency_ms, peak_rss_bytes: float) -> dict:
-    """The runs.csv figures every scenario computes alike from two samples (see :func:`_sample`).
-
-    ``producers``/``consumers``/``others`` are the sample key prefixes of the
-    processes in each role: producers' and consumers' CPU get their own
-    columns, every listed role counts in the overhead, the context switches
-    and the bytes written.  ``latency_ms`` is a numpy array of sampled
-    latencies inside the window.  One function, so that the queue sweep and
-    the Kafka scenario can never account differently.
-    """
-    import numpy as np
-
-    cores = _core_busy_pct(before["per_cpu"], after["per_cpu"])
-    cpu_count = len(cores)
-    roles = producers + consumers + others
-
-    def delta(prefixes: tuple[str, ...], field: str) -> float:
-        return sample_delta(before, after, prefixes, field)
-
-    prod_user, prod_sys = delta(producers, "user"), delta(producers, "system")
-    cons_user, cons_sys = delta(consumers, "user"), delta(consumers, "system")
-    other_cpu = delta(others, "user") + delta(others, "system") if others else 0.0
-    vol, invol = delta(roles, "vol"), delta(roles, "invol")
-    written_known = all(
-        s is not None and s["written"] is not None
-        for sample in (before, after)
-        for key, s in sample["procs"].items()
-        if key.startswith(roles)
-    )
-    sq = sum(x * x for x in eps)
-    cpu_us = (prod_user + prod_sys + cons_user + cons_sys + other_cpu) * 1e6
-    lat = np.asarray(latency_ms, dtype=np.float64)
-    n_prod = sum(1 for k in before["procs"] if k.startswith(producers)) or 1
-    n_cons = sum(1 for k in before["procs"] if k.startswith(consumers)) or 1
-    usable = machine.usable_cores()
-    cores_mine = [cores[c] for c in machine.affinity() if c < len(cores)] or cores
-    machine_busy = sum(cores_mine) / len(cores_mine) if cores_mine else 0.0
-    steal = machine.steal_pct(before.get("stat"), after.get("stat"))
-    mhz = [m for m in (before.get("mhz"), after.get("mhz")) if m]
-    prod_pct = 100.0 * (prod_user + prod_sys) / (n_prod * window_s) if window_s > 0 else 0.0
-    cons_pct = 100.0 * (cons_user + cons_sys) / (n_cons * window_s) if window_s > 0 else 0.0
-    overhead = (cpu_us / events - work_per_event) if events else ""
-    # Sample skew: each sample's own duration plus how late it started
-    # after its window edge (edges passed in by the caller, else only the
-    # durations count).
-    skew_s = sum(s.get("took_ns", 0) + s.get("late_ns", 0) for s in (before, after)) / 1e9
-    overhead_err = validity.overhead_error_us(
-        events=events, processes=n_prod + n_cons + (1 if others else 0),
-        tick_s=machine.clock_tick_s(), cpu_s=cpu_us / 1e6, window_s=window_s,
-        sample_skew_s=skew_s, burst_costs=[],
-    )
-    reasons = validity.invalid_reasons(drift=None, calibrated=None,
-                                       overhead=overhead if events else None,
-                                       overhead_err=overhead_err, steal=steal)
-    return {
-        "load": LOAD_CLOSED,
-        "offered_rate": "",
-        "queue_wait_p50_ms": "",
-        "queue_wait_p90_ms": "",
-        "queue_wait_p99_ms": "",
-        "queue_wait_max_ms": "",
-        "work_us_measured": work_per_event,
-        "work_drift_pct": "",
-        "overhead_err_us": overhead_err,
-        "steal_pct": steal if steal is not None else "",
-        "cpu_mhz": sum(mhz) / len(mhz) if mhz else "",
-        "usable_cores": usable,
-        "producer_cpu_pct": prod_pct,
-        "consumer_cpu_pct": cons_pct,
-        "bottleneck": validity.bottleneck(producer_cpu_pct=prod_pct, consumer_cpu_pct=cons_pct,
-                                          machine_busy_pct=machine_busy),
-        "valid": not reasons,
-        "invalid_reason": "; ".join(reasons),
-        "polling_fallback": False,
-        "pinned": False,
-        "producers_setting": str(n_prod),
-        "window_s": window_s,
-        "events": events,
-        "events_per_s": events / window_s if window_s > 0 else 0.0,
-        "consumer_eps_min": min(eps),
-        "consumer_eps_max": max(eps),
-        # Jain's index: 1 when every consumer moved the same number of events.
-        "fairness": (sum(eps) ** 2) / (len(eps) * sq) if sq > 0 else 0.0,
-        "cpu_count": cpu_count,
-        "cpu_busy_pct": sum(cores) / cpu_count if cpu_count else 0.0,
-        "cpu_busy_pct_max_core": max(cores) if cores else 0.0,
-        "cpu_busy_per_core": json.dumps([round(c, 1) for c in cores]),
-        "producer_user_s": prod_user,
-        "producer_sys_s": prod_sys,
-        "consumer_user_s": cons_user,
-        "consumer_sys_s": cons_sys,
-        "work_cpu_us_per_event": work_per_event,
-        "overhead_us_per_event": overhead,
-        "useful_work_fraction": (events * useful_us / (cpu_count * window_s * 1e6)
-                                 if window_s > 0 and cpu_count else 0.0),
-        "ctx_voluntary_per_event": vol / events if events else "",
-        "ctx_involuntary_per_event": invol / events if events else "",
-        "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else "",
-        "latency_p90_ms": float(np.percentile(lat, 90)) if lat.size else "",
-        "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else "",
-        "latency_max_ms": float(lat.max()) if lat.size else "",
-        "latency_samples": int(lat.size),
-        "peak_rss_mb": peak_rss_bytes / 2**20,
-        "disk_bytes_written": int(delta(roles, "written")) if written_known else -1,
-    }
-
-
 def empty_row(cell: Cell, repeat: int, started_utc: str, run: CellRun) -> dict:
+    """A row of ``cell`` with nothing measured yet (every column present)."""
     row = {k: "" for k in COLUMNS}
     row.update(cell.to_dict())
     row.update(
@@ -645,12 +332,25 @@ def empty_row(cell: Cell, repeat: int, started_utc: str, run: CellRun) -> dict:
         warmup_s=run.warmup,
         window_s=run.duration,
         cpu_count=psutil.cpu_count(logical=True),
+        pinned=False,
     )
     return row
 
 
-def run_cell(cell: Cell, run: CellRun, calibration: dict, repeat: int = 0) -> tuple[dict, dict]:
+def failed_row(cell: Cell, run: CellRun, repeat: int, error: str) -> dict:
+    """The row of a cell that could not be run at all (``status = "failed"``)."""
+    row = empty_row(cell, repeat, datetime.now(UTC).isoformat(timespec="seconds"), run)
+    row.update(status="failed", error=error)
+    return row
+
+
+def run_cell(cell: Cell, run: CellRun, calibration: dict, repeat: int = 0,
+             offered_rate: float | None = None) -> tuple[dict, dict]:
     """Run one cell once; return (runs.csv row, backend description).
+
+    ``offered_rate`` (events/s in total) is required for a ``frac:f`` cell,
+    whose rate the sweep resolves from its closed-loop twin
+    (bench.measuring.schedule.RateResolver); a ``rate:R`` cell is offered R.
 
     Never raises for a failing cell: the row's ``status`` is ``failed`` or
     ``timeout`` and ``error`` says why.  Raises only for a harness bug or
@@ -658,6 +358,14 @@ def run_cell(cell: Cell, run: CellRun, calibration: dict, repeat: int = 0) -> tu
     """
     started_utc = datetime.now(UTC).isoformat(timespec="seconds")
     row = empty_row(cell, repeat, started_utc, run)
+    kind, value = parse_load(cell.load)
+    if kind == "rate":
+        offered_rate = value
+    if cell.open_loop:
+        if not offered_rate or offered_rate <= 0:
+            row.update(status="failed", error=f"{cell.load}: no offered rate to run it at")
+            return row, {}
+        row["offered_rate"] = offered_rate
     backend_cls = get_backend(cell.backend)
     ok, reason = backend_cls.available()
     if not ok:
@@ -680,9 +388,16 @@ def run_cell(cell: Cell, run: CellRun, calibration: dict, repeat: int = 0) -> tu
     backend = backend_cls(settings)
     recorded = {k: v for k, v in settings.to_dict().items() if k != "workdir"}
     description = {"settings": recorded, **backend.describe()}
+    age = backend.max_batch_age_s()
+    row["max_batch_age_s"] = age if age is not None else ""
+    pins = pinning.plan(cell.producers, cell.consumers) if run.pin else pinning.PinPlan()
+    if run.pin:
+        description["pinning"] = pins.reason or {f"{r}-{i}": c for (r, i), c in pins.children.items()}
     processes: list = []
     try:
-        measured = _run_processes(cell, run, calibration, backend, ctx, workdir, processes)
+        with pinning.ParentPinned(pins.parent):
+            measured = _run_processes(cell, run, calibration, backend, ctx, workdir, processes,
+                                      offered_rate if cell.open_loop else None, pins)
         row.update(measured)
         row["status"] = "ok"
     except CellFailed as failure:
@@ -699,7 +414,8 @@ def run_cell(cell: Cell, run: CellRun, calibration: dict, repeat: int = 0) -> tu
     return row, description
 
 
-def _run_processes(cell, run, calibration, backend, ctx, workdir, processes) -> dict:
+def _run_processes(cell, run, calibration, backend, ctx, workdir, processes, offered_rate,
+                   pins) -> dict:
     t_begin = time.monotonic()
     hard_deadline = t_begin + run.timeout
 
@@ -720,7 +436,10 @@ def _run_processes(cell, run, calibration, backend, ctx, workdir, processes) -> 
         "check_every": SPARSE_CHECK if work_is_cheap else 1,
         "work_cost_us": cost if cost is not None else float(cell.work_us),
         "start_timeout_s": run.timeout,
+        # Open loop: events/s of each producer; None: flat out.
+        "rates": producer_rates(offered_rate, cell.producers) if offered_rate else None,
     }
+
     try:
         backend.open(ctx)
     except Exception as exc:
@@ -740,7 +459,7 @@ def _run_processes(cell, run, calibration, backend, ctx, workdir, processes) -> 
         paths[(role, i)] = path
         p = ctx.Process(
             target=child_main,
-            args=(role, i, backend, spec, ready, start, t0, path),
+            args=(role, i, backend, spec, ready, start, t0, path, pins.core_of(role, i)),
             name=f"bench-{role}-{i}",
             daemon=True,
         )
@@ -805,10 +524,10 @@ def _run_processes(cell, run, calibration, backend, ctx, workdir, processes) -> 
     win_start = t0_ns + spec["warmup_ns"]
     win_end = win_start + spec["duration_ns"]
     wait_until(win_start, "during warm-up")
-    before = _sample(procs)
+    before = sample(procs)
     before["late_ns"] = max(0, before["at_ns"] - win_start)
     wait_until(win_end, "during the measure window")
-    after = _sample(procs)
+    after = sample(procs)
     after["late_ns"] = max(0, after["at_ns"] - win_end)
     window_s = (win_end - win_start) / 1e9
 
@@ -855,10 +574,23 @@ def _run_processes(cell, run, calibration, backend, ctx, workdir, processes) -> 
     for (role, i), r in results.items():
         if r is None or "error" in r:
             raise CellFailed("failed", _describe_exit(role, i, by_role[(role, i)], r))
-    return _measurements(cell, results, before, after, window_s, cost)
+    return _measurements(cell, results, before, after, window_s, cost, offered_rate, pins,
+                         backend.max_batch_age_s())
 
 
-def _measurements(cell, results, before, after, window_s, cost) -> dict:
+def _percentiles(prefix: str, values_ms) -> dict:
+    """``{prefix}_p50_ms``, ``_p90_ms``, ``_p99_ms``, ``_max_ms`` of ``values_ms`` (nothing if empty)."""
+    import numpy as np
+
+    if not values_ms.size:
+        return {}
+    out = {f"{prefix}_p{q}_ms": float(np.percentile(values_ms, q)) for q in (50, 90, 99)}
+    out[f"{prefix}_max_ms"] = float(values_ms.max())
+    return out
+
+
+def _measurements(cell, results, before, after, window_s, cost, offered_rate, pins,
+                  max_batch_age) -> dict:
     import numpy as np
 
     consumers = {i: r for (role, i), r in results.items() if role == "consumer"}
@@ -868,10 +600,12 @@ def _measurements(cell, results, before, after, window_s, cost) -> dict:
     events_total = sum(r["consumed"] for r in consumers.values())
     events = sum(r["window_events"] for r in consumers.values())
 
+    def samples_ms(key: str):
+        return np.concatenate(
+            [np.frombuffer(r.get(key, b""), dtype=np.int64) for r in consumers.values()]
+        ) / 1e6
+
     eps = [consumers[i]["window_events"] / window_s for i in sorted(consumers)]
-    lat_ns = np.concatenate(
-        [np.frombuffer(r["latency_ns"], dtype=np.int64) for r in consumers.values()]
-    )
     calibrated = cost if cost is not None else float(cell.work_us)
     bursts = [b for r in consumers.values() for b in r.get("work_bursts_us", [])]
     # Overhead and useful work both use the cost measured inside the cell.
@@ -881,18 +615,11 @@ def _measurements(cell, results, before, after, window_s, cost) -> dict:
         producers=("producer",), consumers=("consumer",),
         work_per_event=work_per_event,
         useful_us=work_per_event,
-        latency_ms=lat_ns / 1e6,
+        latency_ms=samples_ms("latency_ns"),
         peak_rss_bytes=max(r["max_rss_bytes"] for r in results.values()),
     )
     row["work_cpu_us_per_event"] = calibrated
-    qw = np.concatenate(
-        [np.frombuffer(r.get("queue_wait_ns", b""), dtype=np.int64) for r in consumers.values()]
-    ) / 1e6
-    if qw.size:
-        row.update(queue_wait_p50_ms=float(np.percentile(qw, 50)),
-                   queue_wait_p90_ms=float(np.percentile(qw, 90)),
-                   queue_wait_p99_ms=float(np.percentile(qw, 99)),
-                   queue_wait_max_ms=float(qw.max()))
+    row.update(_percentiles("queue_wait", samples_ms("queue_wait_ns")))
     drift = validity.drift_pct(bursts, calibrated)
     n_procs = len(consumers) + len(producers)
     cpu_s = sum(row[k] for k in ("producer_user_s", "producer_sys_s", "consumer_user_s",
@@ -906,11 +633,23 @@ def _measurements(cell, results, before, after, window_s, cost) -> dict:
         drift=drift, calibrated=calibrated,
         overhead=row["overhead_us_per_event"] if events else None,
         overhead_err=err, steal=steal)
+    row["load"] = cell.load
+    if offered_rate:
+        row.update(_open_loop_figures(cell, row, offered_rate, window_s, max_batch_age,
+                                      samples_ms("schedule_lag_ns"),
+                                      sum(r.get("backlog", 0) for r in producers.values())))
+        reasons += validity.open_loop_reasons(
+            saturated=row["saturated"], bottleneck=row["bottleneck"],
+            producer_cpu_pct=row["producer_cpu_pct"], offered_rate=offered_rate,
+            events_per_s=row["events_per_s"])
     row.update(work_us_measured=work_per_event,
                work_drift_pct=drift if drift is not None else "",
                overhead_err_us=err, valid=not reasons, invalid_reason="; ".join(reasons),
                polling_fallback=any(r.get("polling_fallback") for r in consumers.values()),
-               producers_setting=str(cell.producers))
+               producers_setting=str(cell.producers),
+               # Pinned only when every child confirmed the core it was given.
+               pinned=pins.pinned and all(r.get("pinned_core") is not None
+                                          for r in results.values()))
     row.update(events_total=events_total, lost=lost, duplicated=duplicated)
     problems = []
     if lost or duplicated or unexpected:
@@ -927,3 +666,30 @@ def _measurements(cell, results, before, after, window_s, cost) -> dict:
         failure.row = row
         raise failure
     return row
+
+
+def _open_loop_figures(cell, row, offered_rate, window_s, max_batch_age, lag_ms, backlog) -> dict:
+    """The open-loop columns: offered vs achieved, saturation, how late producers were."""
+    per_producer = offered_rate / cell.producers
+    # Events a consumer gets at once: a full batch, or what one producer
+    # puts in max_batch_age when the age seals partial batches sooner.
+    delivered = float(cell.batch_size)
+    if max_batch_age:
+        delivered = max(1.0, min(delivered, per_producer * max_batch_age))
+    count_err = validity.rate_count_error(delivered, per_producer, window_s)
+    achieved = row["events_per_s"]
+    saturated = validity.saturated(offered_rate, achieved, count_err)
+    out = {
+        "offered_rate": offered_rate,
+        "achieved_rate_ratio": achieved / offered_rate,
+        "achieved_rate_err": count_err,
+        "saturated": saturated,
+        "producer_backlog": backlog,
+        "bottleneck": validity.bottleneck(
+            producer_cpu_pct=row["producer_cpu_pct"], consumer_cpu_pct=row["consumer_cpu_pct"],
+            machine_busy_pct=row["cpu_busy_pct"], offered_rate=offered_rate,
+            events_per_s=achieved, saturated=saturated),
+    }
+    lag = _percentiles("schedule_lag", lag_ms)
+    out.update({k: v for k, v in lag.items() if k in ("schedule_lag_p50_ms", "schedule_lag_p99_ms")})
+    return out

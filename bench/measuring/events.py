@@ -13,7 +13,7 @@ record (the kind of stream our users pipe through many processes)::
      "host": "web-03", "service": "checkout", "level": "INFO",
      "status": 200, "path": "/api/v1/orders", "latency_ms": 12.5,
      "trace_id": "00000ae9f7bcc02a", "msg": "GET /api/v1/orders ...",
-     "created_ns": 8123456789012}
+     "created_ns": 8123456789012, "scheduled_ns": 8123456789012}
 
 ``msg`` is padded so the record serialized as JSON is about ``event_bytes``
 long (exact to a few bytes: the size of ``ts``/``created_ns`` digits varies).
@@ -24,7 +24,11 @@ knows exactly which numbers must arrive without any coordination.
 
 ``created_ns`` comes from :func:`clock_ns`, a clock every process on the
 machine shares, so a consumer can subtract it from its own reading to get the
-end-to-end latency.
+end-to-end latency.  ``scheduled_ns`` is when the event was due: in an
+open-loop cell its slot in the producer's schedule (bench.measuring.schedule),
+which a late producer reaches after it; in a closed-loop cell, where producers
+run flat out, an event is due when it is made, so it equals ``created_ns``.
+Latency is measured from ``scheduled_ns``.
 """
 
 from __future__ import annotations
@@ -101,6 +105,7 @@ class EventFactory:
             "trace_id": "",
             "msg": "",
             "created_ns": 0,
+            "scheduled_ns": 0,
         }
         # One padded message per path; the padding is computed against a
         # record whose numeric fields have realistic widths, so the JSON size
@@ -118,6 +123,7 @@ class EventFactory:
             trace_id=f"{self._base + 123456:016x}",
             msg=head,
             created_ns=clock_ns(),
+            scheduled_ns=clock_ns(),
         )
         room = self.event_bytes - len(json.dumps(probe))
         if room <= 0:
@@ -127,7 +133,8 @@ class EventFactory:
         filler = (" " + _FILLER * (room // len(_FILLER) + 2))[:room]
         return head + filler
 
-    def make(self, i: int) -> dict:
+    def make(self, i: int, scheduled_ns: int | None = None) -> dict:
+        """Event ``i``; ``scheduled_ns``: when it was due (default: now, closed loop)."""
         seq = self._base + i
         ev = self._template.copy()
         ev["ts"] = time.time()
@@ -140,7 +147,9 @@ class EventFactory:
         ev["status"] = _STATUS[i % len(_STATUS)]
         ev["latency_ms"] = _LATENCIES[i % len(_LATENCIES)]
         ev["trace_id"] = f"{seq:016x}"
-        ev["created_ns"] = clock_ns()
+        now = clock_ns()
+        ev["created_ns"] = now
+        ev["scheduled_ns"] = now if scheduled_ns is None else scheduled_ns
         return ev
 
     def sample_json_size(self, n: int = 64) -> float:

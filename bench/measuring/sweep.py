@@ -21,6 +21,10 @@ Sweep file format (TOML, top-level keys; every axis is a list)::
     duration      = 1.5                 # seconds of the measure window
     max_buffered_events = 10000         # queue bound shared by all backends
     cell_timeout  = 60                  # optional; default warmup+duration+60
+    rates         = [2000, 20000]       # optional: open-loop cells at R events/s in total
+    rate_fractions = [0.25, 0.5, 0.8]   # optional: open-loop cells at f x the closed-loop max
+    open_loop_batch_sizes = [1000]      # optional: only these batch sizes get open-loop cells
+    pin           = false               # optional: each process its own core (bench.measuring.pinning)
 
 A count expression is ``"cores"``, ``"N*cores"`` or ``"cores/N"`` with
 ``cores`` the logical core count of the machine running the sweep (rounded
@@ -33,6 +37,13 @@ at ``batch_size = 1`` only, and named workloads (parse, regex, hash) at
 fastest, so the cells compared most often run back to back; repeat ``r`` of
 every cell runs before repeat ``r + 1`` of any, so drift in the machine
 (thermal, background load) spreads over all cells instead of biasing one.
+
+Open-loop cells (``rates``, ``rate_fractions``; bench.measuring.schedule)
+are added beside every closed-loop cell (of ``open_loop_batch_sizes``
+only, when given; unbatched backends count as any batch size): within a
+repeat they run right after their closed-loop twins, so that a ``frac:f``
+cell's rate, f times the median events/s of its twin over the repeats
+measured so far, can be resolved when it runs.
 """
 
 from __future__ import annotations
@@ -52,8 +63,10 @@ from typing import Any
 import psutil
 
 from bench import results as res
+from bench.measuring import pinning
 from bench.measuring.backends import BACKENDS, UnknownBackend, get_backend
-from bench.measuring.cell import Cell, CellRun, leaked_children, run_cell
+from bench.measuring.cell import Cell, CellRun, failed_row, leaked_children, run_cell
+from bench.measuring.schedule import RateResolver, frac_load, parse_load, rate_load
 from bench.measuring.work import WORKLOADS, calibrate
 from bench.schema import SWEEP_AXES, SWEEP_SCALARS
 
@@ -101,6 +114,14 @@ class SweepConfig:
     cell_timeout: float | None = None
     #: Seed of the per-repeat backend order; None: drawn at the start (recorded).
     shuffle_seed: int | None = None
+    #: Open-loop cells: events/s offered in total, and fractions of the
+    #: closed-loop maximum; None: none.
+    rates: list[float] | None = None
+    rate_fractions: list[float] | None = None
+    #: Batch sizes that get open-loop cells; None: every one.
+    open_loop_batch_sizes: list[int] | None = None
+    #: Each process of a cell on a core of its own where there are enough.
+    pin: bool = False
     name: str = "custom"
     description: str = ""
     source: str | None = None
@@ -313,6 +334,21 @@ def build_config(
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise SweepConfigError(f"shuffle_seed: expected an integer, got {seed!r}")
         cfg.shuffle_seed = seed
+    for key in ("rates", "rate_fractions"):
+        if data.get(key) is not None:
+            values = sorted({_number(key, v, 0.0, strict=True) for v in _as_list(key, data[key])})
+            setattr(cfg, key, values)
+    if data.get("open_loop_batch_sizes") is not None:
+        cfg.open_loop_batch_sizes = _positive_ints(
+            "open_loop_batch_sizes", _as_list("open_loop_batch_sizes", data["open_loop_batch_sizes"]),
+            cores)
+        if not cfg.rates and not cfg.rate_fractions:
+            raise SweepConfigError("open_loop_batch_sizes: given, but neither rates nor "
+                                   "rate_fractions asks for open-loop cells")
+    if data.get("pin") is not None:
+        if not isinstance(data["pin"], bool):
+            raise SweepConfigError(f"pin: expected true or false, got {data['pin']!r}")
+        cfg.pin = data["pin"]
     if data.get("cell_timeout") is not None:
         cfg.cell_timeout = _number("cell_timeout", data["cell_timeout"], 0.0, strict=True)
         if cfg.cell_timeout <= cfg.warmup + cfg.duration:
@@ -346,7 +382,33 @@ def plan_cells(cfg: SweepConfig) -> list[Cell]:
                                     if cell.cell_id not in seen:
                                         seen.add(cell.cell_id)
                                         cells.append(cell)
+                                    if not _gets_open_loop(cfg, name, b):
+                                        continue
+                                    for load in open_loads(cfg):
+                                        twin = Cell(name, sm, p, c, batch, work, workload, size,
+                                                    load)
+                                        if twin.cell_id not in seen:
+                                            seen.add(twin.cell_id)
+                                            cells.append(twin)
     return cells
+
+
+def open_loads(cfg: SweepConfig) -> list[str]:
+    """The ``load`` of every open-loop cell beside a closed-loop one: rates, then fractions."""
+    return ([rate_load(r) for r in cfg.rates or []]
+            + [frac_load(f) for f in cfg.rate_fractions or []])
+
+
+def _gets_open_loop(cfg: SweepConfig, backend: str, batch_size: int) -> bool:
+    if cfg.open_loop_batch_sizes is None:
+        return True
+    return batch_size in cfg.open_loop_batch_sizes or not BACKENDS[backend].batched
+
+
+def _load_rank(load: str) -> tuple[int, float]:
+    """Closed loop first, then rates, then fractions (which need their closed twin measured)."""
+    kind, value = parse_load(load)
+    return ({"closed": 0, "rate": 1, "frac": 2}[kind], value or 0.0)
 
 
 def _group_key(cell: Cell) -> tuple:
@@ -524,7 +586,8 @@ def run_sweep(
         calibration = calibrate(tuple(cfg.work_us), tuple(cfg.workloads), tuple(cfg.event_bytes))
         if cfg.shuffle_seed is None:
             cfg.shuffle_seed = random.SystemRandom().randrange(2**31)
-        meta = res.collect_meta(cfg.to_dict(), calibration, {"shuffle_seed": cfg.shuffle_seed})
+        meta = res.collect_meta(cfg.to_dict(), calibration,
+                                {"shuffle_seed": cfg.shuffle_seed, "pin": cfg.pin})
         meta["queue_dir_requested"] = queue_dir
         done = set()
 
@@ -558,7 +621,7 @@ def run_sweep(
         order = list(cfg.backends)
         rng.shuffle(order)
         ranked = sorted(enumerate(cells), key=lambda ic: (
-            _group_key(ic[1]), order.index(ic[1].backend)))
+            _group_key(ic[1]), _load_rank(ic[1].load), order.index(ic[1].backend)))
         todo += [(r, c) for _, c in ranked if (c.cell_id, r) not in done]
     total = len(cells) * cfg.repeat
     per_cell = estimate_seconds(cfg, 1) / cfg.repeat
@@ -575,7 +638,14 @@ def run_sweep(
         max_buffered_events=cfg.max_buffered_events,
         timeout=cfg.timeout,
         workdir=str(work_root),
+        pin=cfg.pin,
     )
+    if cfg.pin:
+        for text in sorted({pinning.plan(c.producers, c.consumers).reason for c in cells} - {""}):
+            say(f"warning: --pin: {text}; those cells run unpinned (pinned = False)")
+    # Fraction cells take their rate from the closed-loop rows measured so
+    # far, those of an interrupted run included.
+    rates = RateResolver(res.read_runs(out) if resume else None)
     bar = Progress(total, total - len(todo), per_cell) if progress else None
     counts = {"ok": 0, "failed": 0, "timeout": 0}
     interrupted = False
@@ -585,7 +655,12 @@ def run_sweep(
             label = f"{cell.cell_id} r{r}"
             if bar:
                 bar.starting(label)
-            row, description = run_cell(cell, run, calibration, repeat=r)
+            offered, why = rates.resolve(cell.load, cell.closed_twin().cell_id)
+            if why:
+                row, description = failed_row(cell, run, r, why), {}
+            else:
+                row, description = run_cell(cell, run, calibration, repeat=r, offered_rate=offered)
+            rates.record(row)
             writer.append(row)
             counts[row["status"]] = counts.get(row["status"], 0) + 1
             if description:

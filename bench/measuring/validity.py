@@ -30,6 +30,27 @@ rate was carried, the source is by design the limit); ``machine`` when the
 usable cores were >= ``SATURATED_PCT`` busy on average; ``queue`` when
 consumers were idle (< ``SATURATED_PCT``) while producers were not
 saturated either; otherwise ``consumers``.
+
+Open loop (``load`` ``rate:R`` or ``frac:f``, bench.measuring.schedule):
+
+* **saturated**: the achieved rate (``events_per_s``) fell short of the
+  offered one by more than ``1 - CARRIED_SHARE`` (5%) *and* by more than
+  the window count can tell (``achieved_rate_err``, below).  A saturated
+  cell is a valid measurement: it says this configuration cannot carry this
+  rate here, and its latency shows what that costs; it is marked, not
+  dropped.
+* It is **invalid** only when the producers themselves were the limit
+  (saturated and their CPU at >= ``SATURATED_PCT``): then the harness could
+  not offer the rate, and the cell measured its own source, not the queue.
+  A producer that the queue's bound blocks is not busy (it waits), so a
+  queue or its consumers falling behind never makes a cell invalid.
+* ``achieved_rate_err``: events reach consumers in batches, so the count
+  inside a window moves in steps of one batch per producer; relative to the
+  window's events that is ``delivered / (rate per producer x window)``,
+  with ``delivered`` the batch size (or what one producer puts within the
+  backend's ``max_batch_age``, when that seals batches sooner).  A cell
+  of 1000-event batches at 2000 events/s and a 1 s window cannot tell 60%
+  from 100%: run it longer, or at a smaller batch size.
 """
 
 from __future__ import annotations
@@ -78,11 +99,41 @@ def invalid_reasons(*, drift: float | None, calibrated: float | None, overhead: 
     return out
 
 
+def rate_count_error(delivered: float, rate_per_producer: float, window_s: float) -> float:
+    """Relative uncertainty of an open-loop window's event count (see the module docstring)."""
+    if rate_per_producer <= 0 or window_s <= 0:
+        return math.inf
+    return delivered / (rate_per_producer * window_s)
+
+
+def saturated(offered_rate: float, events_per_s: float, count_err: float = 0.0) -> bool:
+    """The open-loop cell did not carry its offered rate (beyond 5% and its count error)."""
+    shortfall = max(1.0 - CARRIED_SHARE, count_err)
+    return events_per_s < (1.0 - shortfall) * offered_rate
+
+
+def open_loop_reasons(*, saturated: bool, bottleneck: str, producer_cpu_pct: float,
+                      offered_rate: float, events_per_s: float) -> list[str]:
+    """Why an open-loop row is invalid: its own producers could not offer the rate."""
+    if saturated and bottleneck == "producers":
+        return [f"offered rate not offered: producers at {producer_cpu_pct:.0f}% CPU put "
+                f"{events_per_s:,.0f} of {offered_rate:,.0f} events/s (the source was the limit)"]
+    return []
+
+
 def bottleneck(*, producer_cpu_pct: float, consumer_cpu_pct: float, machine_busy_pct: float,
-               offered_rate: float | None = None, events_per_s: float | None = None) -> str:
-    """What limited the cell: producers, machine, queue or consumers."""
-    if offered_rate and events_per_s is not None and events_per_s >= CARRIED_SHARE * offered_rate:
-        return "producers"
+               offered_rate: float | None = None, events_per_s: float | None = None,
+               saturated: bool | None = None) -> str:
+    """What limited the cell: producers, machine, queue or consumers.
+
+    In open loop, ``saturated`` (when given) says whether the offered rate
+    was carried; else it is carried when ``CARRIED_SHARE`` of it was.
+    """
+    if offered_rate and events_per_s is not None:
+        carried = (not saturated) if saturated is not None \
+            else events_per_s >= CARRIED_SHARE * offered_rate
+        if carried:
+            return "producers"
     if producer_cpu_pct >= SATURATED_PCT:
         return "producers"
     if machine_busy_pct >= SATURATED_PCT:

@@ -45,6 +45,14 @@ Rules a backend must follow (the contract suite in tests/bench checks them):
   ``open()`` failed half-way, and must be idempotent.
 * ``describe()`` returns the settings that matter for interpreting results
   (buffer sizes, serializer); they go into meta.json per cell.
+* ``max_batch_age_s()`` is how long a partial batch may wait before the
+  backend sends it anyway, or None when it sends a batch only once full.
+  In an open-loop cell (events at a fixed rate) it bounds the batch fill
+  time, which at low rates sets the latency; the harness records it per row.
+* Every backend gets the same events on the same schedule: flat out in a
+  closed-loop cell, at its offered rate in an open-loop one (the harness
+  calls ``put`` at each event's scheduled time); nothing in the contract
+  changes with the load.
 * A backend never starts processes of its own (so the harness can account
   for and reap every process of a cell).
 
@@ -206,3 +214,7 @@ class Backend(abc.ABC):
 
     def describe(self) -> dict:
         return {}
+
+    def max_batch_age_s(self) -> float | None:
+        """Seconds a partial batch may wait before it is sent anyway; None: sent only when full."""
+        return None
