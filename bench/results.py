@@ -20,9 +20,11 @@ Layout of ``results/<UTC timestamp>-<host>/``:
     calibration (at least :data:`bench.schema.META_KEYS`).  Written at the
     start with ``finished_utc: null``, rewritten at the end.
 ``bench.json``
-    The ok rows in pyperf's format: one benchmark per cell, one run per
-    repeat, value = seconds per event (1 / events_per_s), so that
-    ``python -m pyperf compare_to`` and ``pyperf stats`` work on it.
+    The ok closed-loop rows in pyperf's format: one benchmark per cell, one
+    run per repeat, value = seconds per event (1 / events_per_s), so that
+    ``python -m pyperf compare_to`` and ``pyperf stats`` work on it.  An
+    open-loop cell's events/s is the rate it was offered, not a speed, so
+    open-loop rows stay in runs.csv only.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import Any
 
 import psutil
 
-from bench.schema import COLUMNS, META_KEYS, SCHEMA_VERSION
+from bench.schema import COLUMNS, LOAD_CLOSED, META_KEYS, SCHEMA_VERSION
 
 RUNS_CSV = "runs.csv"
 META_JSON = "meta.json"
@@ -271,12 +273,13 @@ def read_meta(out_dir: str | os.PathLike) -> dict:
 
 
 def write_pyperf(out_dir: str | os.PathLike, rows: list[dict], meta: dict) -> Path | None:
-    """Write the ok rows as a pyperf BenchmarkSuite; None when there are none."""
+    """Write the ok closed-loop rows as a pyperf BenchmarkSuite; None when there are none."""
     import pyperf
 
     by_cell: dict[str, list[dict]] = {}
     for r in rows:
-        if r["status"] == "ok" and float(r["events_per_s"]) > 0:
+        closed = (r.get("load") or LOAD_CLOSED) == LOAD_CLOSED
+        if closed and r["status"] == "ok" and float(r["events_per_s"]) > 0:
             by_cell.setdefault(r["cell_id"], []).append(r)
     path = Path(out_dir) / PYPERF_JSON
     if not by_cell:
