@@ -18,9 +18,9 @@ import time
 
 import pytest
 
+from bench.measuring import pinning
 from bench.measuring.backends import BACKENDS
 from bench.measuring.backends.mpq_batch import MPQueueBatchBackend, _BatchConsumer, _BatchProducer
-from bench.measuring import pinning
 from bench.measuring.cell import Cell, CellRun, leaked_children, run_cell
 from bench.measuring.work import calibrate
 from bench.schema import COLUMNS

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,8 +61,23 @@ def test_shipped_sweeps_are_valid():
 
 def test_quick_sweep_fits_in_three_minutes_on_two_cores():
     cfg = build_config(load_sweep_file(DEFAULT_SWEEP), cores=2)
-    assert estimate_seconds(cfg, len(plan_cells(cfg))) < 180
+    runs = len(plan_cells(cfg)) * cfg.repeat
+    # Every run takes at least its warm-up and window, whatever the estimate
+    # says; leave a third of the three minutes for start-up and drain.
+    assert runs * (cfg.warmup + cfg.duration) <= 120
     assert set(cfg.backends) <= set(BACKENDS)
+
+
+def test_the_estimate_counts_every_run_the_sweep_will_make():
+    raw = {"backends": ["turbo", "mpq"], "consumers": [1, 2], "batch_sizes": [10, 100],
+           "warmup": 0.5, "duration": 1.0, "repeat": 2}
+    closed = build_config(raw, cores=2)
+    with_open = build_config(dict(raw, rate_fractions=[0.5], rates=[1000]), cores=2)
+    for cfg in (closed, with_open):
+        runs = len(plan_cells(cfg)) * cfg.repeat
+        assert estimate_seconds(cfg, len(plan_cells(cfg))) >= runs * (cfg.warmup + cfg.duration)
+    # Open-loop cells take as long as closed ones: the estimate grows with them.
+    assert len(plan_cells(with_open)) == 3 * len(plan_cells(closed))
 
 
 def test_full_sweep_scales_with_the_machine():
@@ -195,7 +211,7 @@ def _check_result_dir(out: Path, expected_rows: int) -> list[dict]:
     assert meta["calibration"]["iterations_per_us"] > 0
     assert meta["pyperf"].get("perf_version")
     bench = json.loads((out / "bench.json").read_text())
-    assert len(bench["benchmarks"]) == len({r["cell_id"] for r in rows})
+    assert len(bench["benchmarks"]) == len({r["cell_id"] for r in rows if r["load"] == "closed"})
     assert not (out / ".work").exists()
     return rows
 
@@ -223,7 +239,15 @@ def test_tiny_sweep_end_to_end_and_pyperf_compare(tmp_path):
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    assert "mpq-batch-fork-p1-c1-b100-w0-busy-e300" in out.stdout or "Mean" in out.stdout
+    # pyperf read our values: the means it prints are the mean seconds per
+    # event (1 / events_per_s) of each set's repeats, to its 3 digits.
+    printed = re.search(r"\[\S*a/bench.json\] ([\d.]+) (\w+).*-> \[\S*b/bench.json\] ([\d.]+) (\w+)",
+                        out.stdout)
+    assert printed, out.stdout
+    unit = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "sec": 1.0}
+    for value, suffix, rows_ in ((printed[1], printed[2], rows), (printed[3], printed[4], read_runs(b))):
+        mean = sum(1 / float(r["events_per_s"]) for r in rows_) / len(rows_)
+        assert float(value) * unit[suffix] == pytest.approx(mean, rel=0.01)
 
 
 @pytest.mark.timeout(90)
@@ -380,3 +404,141 @@ def test_read_runs_accepts_a_scenario_s_trailing_columns(tmp_path):
         w.writerow({"repeat": "0", "cell_id": "x"})
     with pytest.raises(ValueError, match="columns do not match"):
         read_runs(tmp_path)
+
+
+# -- open-loop cells and --pin ---------------------------------------------------
+
+
+def test_open_loop_cells_are_planned_after_their_closed_twin():
+    cfg = build_config({"backends": ["turbo", "mpq"], "batch_sizes": [10, 1000],
+                        "rates": [2000], "rate_fractions": [0.5, 0.25],
+                        "open_loop_batch_sizes": [1000]}, cores=2)
+    ids = [c.cell_id for c in plan_cells(cfg)]
+    # Closed cells keep the ids they always had; open ones add their load.
+    assert "turbo-fork-p1-c1-b10-w0-busy-e300" in ids
+    assert not any(i.startswith("turbo-fork-p1-c1-b10-") and i.endswith(("rate2000", "0.5"))
+                   for i in ids), "batch 10 is not in open_loop_batch_sizes"
+    for suffix in ("-rate2000", "-frac0.25", "-frac0.5"):
+        assert f"turbo-fork-p1-c1-b1000-w0-busy-e300{suffix}" in ids
+        assert f"mpq-fork-p1-c1-b1-w0-busy-e300{suffix}" in ids  # unbatched: any batch size
+    assert len(ids) == len(set(ids))
+
+
+def _fake_run_cell(eps_by_id, calls):
+    """A run_cell that measures nothing: closed cells get eps_by_id's events/s
+    (None: the cell fails), open ones echo their offered rate."""
+    from bench.measuring.cell import empty_row
+
+    def fake(cell, run, calibration, repeat=0, offered_rate=None):
+        calls.append((cell.cell_id, repeat, offered_rate))
+        row = empty_row(cell, repeat, "2026-01-01T00:00:00+00:00", run)
+        row["load"] = cell.load
+        eps = eps_by_id.get(cell.cell_id, 1000.0) if not cell.open_loop else offered_rate
+        if eps is None:
+            row.update(status="failed", error="consumer 0 failed: boom")
+        else:
+            row.update(status="ok", events_per_s=eps, offered_rate=offered_rate or "")
+        return row, {}
+
+    return fake
+
+
+def test_fraction_cells_take_the_median_of_their_twin_so_far_and_fail_with_it(tmp_path, monkeypatch):
+    from bench.measuring import sweep
+
+    ok_id, bad_id = "mpq-batch-fork-p1-c1-b100-w0-busy-e300", "mpq-batch-fork-p1-c2-b100-w0-busy-e300"
+    measured = iter([1000.0, 3000.0, 8000.0])
+    eps = {bad_id: None}
+    calls: list = []
+    fake = _fake_run_cell(eps, calls)
+
+    def varying(cell, run, calibration, repeat=0, offered_rate=None):
+        if cell.cell_id == ok_id:
+            eps[ok_id] = next(measured)
+        return fake(cell, run, calibration, repeat, offered_rate)
+
+    monkeypatch.setattr(sweep, "run_cell", varying)
+    monkeypatch.setattr(sweep, "calibrate", lambda *a, **k: {"iterations_per_us": 1.0})
+    monkeypatch.setattr(sweep.res, "write_pyperf", lambda *a, **k: None)
+    cfg = build_config({"backends": ["mpq-batch"], "consumers": [1, 2], "batch_sizes": [100],
+                        "rate_fractions": [0.5], "repeat": 3}, cores=2)
+    outcome = sweep.run_sweep(cfg, tmp_path / "out", progress=False, say=lambda m: None)
+    assert outcome.failed == 6  # the failing closed cell and its fraction cell, 3 repeats each
+    offered = [rate for cid, _, rate in calls if cid == ok_id + "-frac0.5"]
+    # Repeat r: half the median of the twin's repeats 0..r (its own run first).
+    assert offered == [500.0, 1000.0, 1500.0]
+    order = [cid for cid, r, _ in calls if r == 0]
+    assert order.index(ok_id + "-frac0.5") > order.index(ok_id)
+    rows = read_runs(tmp_path / "out")
+    bad_frac = [r for r in rows if r["cell_id"] == bad_id + "-frac0.5"]
+    assert len(bad_frac) == 3 and all(r["status"] == "failed" for r in bad_frac)
+    assert all("consumer 0 failed: boom" in r["error"] and bad_id in r["error"] for r in bad_frac)
+    # Not run at all: a fraction of a failed measurement is no rate.
+    assert not any(cid == bad_id + "-frac0.5" for cid, _, _ in calls)
+
+
+def test_a_resumed_sweep_resolves_fractions_from_the_rows_on_disk(tmp_path, monkeypatch):
+    from bench.measuring.schedule import RateResolver
+
+    rows = [{"cell_id": "x", "load": "closed", "status": "ok", "events_per_s": "4000"},
+            {"cell_id": "x", "load": "closed", "status": "ok", "events_per_s": "2000"},
+            {"cell_id": "x", "load": "frac:0.5", "status": "ok", "events_per_s": "10"},
+            {"cell_id": "y", "load": "closed", "status": "timeout", "events_per_s": "",
+             "error": "timed out after 60s"}]
+    resolver = RateResolver(rows)
+    assert resolver.resolve("frac:0.5", "x") == (1500.0, "")
+    assert resolver.resolve("rate:700", "y") == (700.0, "")
+    rate, why = resolver.resolve("frac:0.5", "y")
+    assert rate is None and "timed out after 60s" in why
+    assert "has not run yet" in resolver.resolve("frac:0.5", "z")[1]
+
+
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"backends": ["mpq"], "rates": [0]}, "rates"),
+        ({"backends": ["mpq"], "rates": ["fast"]}, "rates"),
+        ({"backends": ["mpq"], "rate_fractions": [-0.5]}, "rate_fractions"),
+        ({"backends": ["mpq"], "rate_fractions": []}, "rate_fractions"),
+        ({"backends": ["mpq"], "open_loop_batch_sizes": [100]}, "open_loop_batch_sizes"),
+        ({"backends": ["mpq"], "pin": "yes"}, "pin"),
+    ],
+)
+def test_bad_open_loop_values_name_their_key(raw, key):
+    with pytest.raises(SweepConfigError) as info:
+        build_config(raw, cores=2)
+    assert str(info.value).startswith(key)
+
+
+def test_cli_open_loop_and_pin_flags_and_the_reproduce_command_round_trip():
+    from bench.cli import _sweep_config, build_parser
+    from bench.presenting.report import reproduce_command
+
+    args = build_parser().parse_args(["sweep", "--backends", "turbo", "--rate", "2000,500",
+                                      "--rate-fractions", "0.25", "--pin"])
+    cfg = _sweep_config(args, warn=lambda m: None)
+    assert cfg.rates == [500.0, 2000.0] and cfg.rate_fractions == [0.25] and cfg.pin is True
+    cmd, _ = reproduce_command({"sweep": cfg.to_dict()})
+    again = _sweep_config(build_parser().parse_args(cmd.split()[3:]), warn=lambda m: None)
+    assert (again.rates, again.rate_fractions, again.pin) == (cfg.rates, cfg.rate_fractions, True)
+    assert [c.cell_id for c in plan_cells(again)] == [c.cell_id for c in plan_cells(cfg)]
+    off = build_parser().parse_args(["sweep", "--pin", "false"])
+    assert off.pin is False
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sweep", "--pin", "maybe"])
+
+
+@pytest.mark.timeout(90)
+def test_tiny_open_loop_sweep_end_to_end(tmp_path):
+    out = tmp_path / "open"
+    assert main(["sweep", *TINY, "--rate", "2000", "--pin", "--repeat", "1", "--out", str(out)]) == 0
+    rows = _check_result_dir(out, expected_rows=2)
+    closed, rate = rows
+    assert closed["load"] == "closed" and closed["offered_rate"] == ""
+    assert rate["cell_id"] == closed["cell_id"] + "-rate2000"
+    assert float(rate["offered_rate"]) == 2000 and rate["saturated"] == "False"
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["pin"] is True and meta["sweep"]["rates"] == [2000.0]
+    assert {r["pinned"] for r in rows} <= {"True", "False"}
+    # bench.json holds the closed-loop cell only (an offered rate is no speed):
+    # _check_result_dir counted its benchmarks against the closed cells.
