@@ -90,6 +90,8 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
                         "(median of its repeats so far), e.g. 0.25,0.5,0.8")
     g.add_argument("--open-loop-batch-sizes", type=_csv(int, "--open-loop-batch-sizes"),
                    metavar="B,...", help="only these batch sizes get open-loop cells (default: all)")
+    g.add_argument("--open-loop-backends", type=_csv(str, "--open-loop-backends"), metavar="A,...",
+                   help="only these backends get open-loop cells (default: all)")
     g.add_argument("--pin", nargs="?", const=True, default=None, type=_bool_arg, metavar="BOOL",
                    help="each process its own core where there are enough (recorded per row "
                         "as pinned); '--pin false' turns it off")

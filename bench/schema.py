@@ -167,6 +167,7 @@ SWEEP_AXES = (
     "rates",
     "rate_fractions",
     "open_loop_batch_sizes",
+    "open_loop_backends",
 )
 SWEEP_SCALARS = (
     "repeat",

@@ -24,6 +24,7 @@ Sweep file format (TOML, top-level keys; every axis is a list)::
     rates         = [2000, 20000]       # optional: open-loop cells at R events/s in total
     rate_fractions = [0.25, 0.5, 0.8]   # optional: open-loop cells at f x the closed-loop max
     open_loop_batch_sizes = [1000]      # optional: only these batch sizes get open-loop cells
+    open_loop_backends = ["turbo"]      # optional: only these backends get open-loop cells
     pin           = false               # optional: each process its own core (bench.measuring.pinning)
 
 A count expression is ``"cores"``, ``"N*cores"`` or ``"cores/N"`` with
@@ -39,8 +40,9 @@ every cell runs before repeat ``r + 1`` of any, so drift in the machine
 (thermal, background load) spreads over all cells instead of biasing one.
 
 Open-loop cells (``rates``, ``rate_fractions``; bench.measuring.schedule)
-are added beside every closed-loop cell (of ``open_loop_batch_sizes``
-only, when given; unbatched backends count as any batch size): within a
+are added beside every closed-loop cell (of ``open_loop_batch_sizes`` and
+``open_loop_backends`` only, when given; unbatched backends count as any
+batch size): within a
 repeat they run right after their closed-loop twins, so that a ``frac:f``
 cell's rate, f times the median events/s of its twin over the repeats
 measured so far, can be resolved when it runs.
@@ -118,8 +120,9 @@ class SweepConfig:
     #: closed-loop maximum; None: none.
     rates: list[float] | None = None
     rate_fractions: list[float] | None = None
-    #: Batch sizes that get open-loop cells; None: every one.
+    #: Batch sizes and backends that get open-loop cells; None: every one.
     open_loop_batch_sizes: list[int] | None = None
+    open_loop_backends: list[str] | None = None
     #: Each process of a cell on a core of its own where there are enough.
     pin: bool = False
     name: str = "custom"
@@ -342,9 +345,14 @@ def build_config(
         cfg.open_loop_batch_sizes = _positive_ints(
             "open_loop_batch_sizes", _as_list("open_loop_batch_sizes", data["open_loop_batch_sizes"]),
             cores)
-        if not cfg.rates and not cfg.rate_fractions:
-            raise SweepConfigError("open_loop_batch_sizes: given, but neither rates nor "
-                                   "rate_fractions asks for open-loop cells")
+    if data.get("open_loop_backends") is not None:
+        cfg.open_loop_backends = _names(
+            "open_loop_backends", _as_list("open_loop_backends", data["open_loop_backends"]),
+            list(BACKENDS))
+    for key in ("open_loop_batch_sizes", "open_loop_backends"):
+        if data.get(key) is not None and not cfg.rates and not cfg.rate_fractions:
+            raise SweepConfigError(f"{key}: given, but neither rates nor rate_fractions asks "
+                                   "for open-loop cells")
     if data.get("pin") is not None:
         if not isinstance(data["pin"], bool):
             raise SweepConfigError(f"pin: expected true or false, got {data['pin']!r}")
@@ -400,6 +408,8 @@ def open_loads(cfg: SweepConfig) -> list[str]:
 
 
 def _gets_open_loop(cfg: SweepConfig, backend: str, batch_size: int) -> bool:
+    if cfg.open_loop_backends is not None and backend not in cfg.open_loop_backends:
+        return False
     if cfg.open_loop_batch_sizes is None:
         return True
     return batch_size in cfg.open_loop_batch_sizes or not BACKENDS[backend].batched
@@ -463,7 +473,12 @@ class Progress:
     def finished(self, label: str, row: dict) -> None:
         self.done += 1
         self.ran += 1
-        if row["status"] == "ok":
+        if row["status"] == "ok" and row.get("offered_rate") not in (None, ""):
+            what = (f"ok {row['events_per_s']:,.0f} of {row['offered_rate']:,.0f} ev/s offered"
+                    f"{', SATURATED' if row.get('saturated') is True else ''}")
+            if isinstance(row.get("queue_wait_p50_ms"), float):
+                what += f", queue wait p50 {row['queue_wait_p50_ms']:.1f} ms"
+        elif row["status"] == "ok":
             what = f"ok {row['events_per_s']:,.0f} ev/s"
         else:
             what = f"{row['status'].upper()}: {row['error']}"

@@ -422,6 +422,10 @@ def test_open_loop_cells_are_planned_after_their_closed_twin():
         assert f"turbo-fork-p1-c1-b1000-w0-busy-e300{suffix}" in ids
         assert f"mpq-fork-p1-c1-b1-w0-busy-e300{suffix}" in ids  # unbatched: any batch size
     assert len(ids) == len(set(ids))
+    only_turbo = build_config({"backends": ["turbo", "mpq"], "rates": [2000],
+                               "open_loop_backends": ["turbo"]}, cores=2)
+    assert [c.cell_id for c in plan_cells(only_turbo) if c.open_loop] == [
+        "turbo-fork-p1-c1-b1000-w0-busy-e300-rate2000"]
 
 
 def _fake_run_cell(eps_by_id, calls):
@@ -501,6 +505,7 @@ def test_a_resumed_sweep_resolves_fractions_from_the_rows_on_disk(tmp_path, monk
         ({"backends": ["mpq"], "rate_fractions": [-0.5]}, "rate_fractions"),
         ({"backends": ["mpq"], "rate_fractions": []}, "rate_fractions"),
         ({"backends": ["mpq"], "open_loop_batch_sizes": [100]}, "open_loop_batch_sizes"),
+        ({"backends": ["mpq"], "rates": [10], "open_loop_backends": ["kafka"]}, "open_loop_backends"),
         ({"backends": ["mpq"], "pin": "yes"}, "pin"),
     ],
 )
