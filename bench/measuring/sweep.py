@@ -353,6 +353,17 @@ def build_config(
         if data.get(key) is not None and not cfg.rates and not cfg.rate_fractions:
             raise SweepConfigError(f"{key}: given, but neither rates nor rate_fractions asks "
                                    "for open-loop cells")
+    if (cfg.rates or cfg.rate_fractions) and not any(c.open_loop for c in plan_cells(cfg)):
+        message = (f"open_loop_backends: rates/rate_fractions ask for open-loop cells, but "
+                   f"open_loop_backends {cfg.open_loop_backends} and open_loop_batch_sizes "
+                   f"{cfg.open_loop_batch_sizes} leave none among backends {cfg.backends}, batch "
+                   f"sizes {cfg.batch_sizes} (set --open-loop-backends / --open-loop-batch-sizes)")
+        # Asked for on the command line it is an error; a sweep file's
+        # open-loop part narrowed away by --backends is only worth a word.
+        if any((overrides or {}).get(k) is not None for k in ("rates", "rate_fractions")):
+            raise SweepConfigError(message)
+        if warn:
+            warn(message.replace("open_loop_backends: ", "no open-loop cells: ", 1))
     if data.get("pin") is not None:
         if not isinstance(data["pin"], bool):
             raise SweepConfigError(f"pin: expected true or false, got {data['pin']!r}")

@@ -426,6 +426,14 @@ def test_open_loop_cells_are_planned_after_their_closed_twin():
                                "open_loop_backends": ["turbo"]}, cores=2)
     assert [c.cell_id for c in plan_cells(only_turbo) if c.open_loop] == [
         "turbo-fork-p1-c1-b1000-w0-busy-e300-rate2000"]
+    # A file's open-loop part narrowed away by --backends: a warning; asked
+    # for on the command line: an error naming the key to set.
+    raw = {"backends": ["turbo"], "rates": [2000], "open_loop_backends": ["turbo"]}
+    warnings: list = []
+    cfg = build_config(raw, {"backends": ["mpq"]}, cores=2, warn=warnings.append)
+    assert not any(c.open_loop for c in plan_cells(cfg)) and "no open-loop cells" in warnings[0]
+    with pytest.raises(SweepConfigError, match="^open_loop_backends"):
+        build_config(raw, {"backends": ["mpq"], "rates": [500]}, cores=2)
 
 
 def _fake_run_cell(eps_by_id, calls):
@@ -536,7 +544,9 @@ def test_cli_open_loop_and_pin_flags_and_the_reproduce_command_round_trip():
 @pytest.mark.timeout(90)
 def test_tiny_open_loop_sweep_end_to_end(tmp_path):
     out = tmp_path / "open"
-    assert main(["sweep", *TINY, "--rate", "2000", "--pin", "--repeat", "1", "--out", str(out)]) == 0
+    # quick.toml (the base of TINY) gives turbo open-loop cells only.
+    assert main(["sweep", *TINY, "--rate", "2000", "--open-loop-backends", "mpq-batch", "--pin",
+                 "--repeat", "1", "--out", str(out)]) == 0
     rows = _check_result_dir(out, expected_rows=2)
     closed, rate = rows
     assert closed["load"] == "closed" and closed["offered_rate"] == ""
