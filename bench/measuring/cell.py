@@ -5,6 +5,11 @@ Reproduce one cell (it is a sweep with one point)::
     python -m bench sweep --backends turbo --producers 1 --consumers 2 \\
         --batch-sizes 1000 --work-us 50 --repeat 1 --out /tmp/one-cell
 
+and the same cell offered 2,000 events/s beside it (open loop)::
+
+    python -m bench sweep --backends turbo --producers 1 --consumers 2 \
+        --batch-sizes 1000 --work-us 50 --rate 2000 --repeat 1 --out /tmp/open-cell
+
 Timeline of a cell (all times from the shared clock, see bench.measuring.events)::
 
     start processes -> all ready -> t0 -> warm-up -> [ measure window ] -> producers stop
@@ -135,7 +140,9 @@ def buffer_bound(setting: int | str, cell) -> int:
     Producers run flat out, so end-to-end latency is mostly the time the
     buffered backlog takes to drain: with a fixed bound (say 10,000 events)
     every latency is ``10,000 / throughput`` whatever the batch size, and
-    the batch-size trade-off disappears.  ``"auto"`` bounds the backlog at
+    the batch-size trade-off disappears (in open loop the bound matters
+    only once consumers fall behind: then it blocks the producers, whose
+    events run late).  ``"auto"`` bounds the backlog at
     two messages per consumer (at least 64 events each, so that unbatched
     backends are not starved): enough to keep every consumer busy, small
     enough that latency shows what batching itself costs.  The same rule
