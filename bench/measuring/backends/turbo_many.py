@@ -39,3 +39,9 @@ class TurboManyBackend(TurboBackend):
 
     def producer(self, index: int) -> Producer:
         return _ManyProducer(self.q, self.settings.batch_size)
+
+    def max_batch_age_s(self) -> float | None:
+        # The producer hands over only full lists (or the last one at close),
+        # so a partial batch waits for its fill however old it is: the
+        # queue's max_batch_age never gets to seal one.
+        return None
