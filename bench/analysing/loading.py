@@ -62,6 +62,10 @@ SCALING_AXIS = "consumers"
 #: values is one *scenario*; the report draws and recommends per scenario
 #: because the user's per-event work (``work_us``) changes the answer.
 SCENARIO_KEYS = ("start_method", "producers", "workload", "event_bytes", "work_us")
+#: ``producers`` of a scenario whose cells sized their producers themselves
+#: (``producers_setting == "auto"``, bench.measuring.supply): their counts differ
+#: from cell to cell, and the cells form one scenario by that setting.
+AUTO_PRODUCERS = "auto"
 
 #: Columns without which nothing can be reported.
 #: ``load`` joined the cell keys in schema 2; a v1 set has none and is all closed loop.
@@ -420,6 +424,7 @@ def aggregate(runs: pd.DataFrame, closed_only: bool = True) -> pd.DataFrame:
             exclude_reason=("exclude_reason", _first_error),
             made_before_checks=("made_before_checks", "any"),
             producer_bound=("producer_bound", "any"),
+            producers_setting=("producers_setting", "first"),
         )
         .reset_index()
     )
@@ -452,8 +457,13 @@ def scenarios(cells: pd.DataFrame) -> list[dict]:
     Sorted so that the last scenario has the largest ``work_us``, the one
     closest to the CPU-heavy pipelines turbo_queue is for.
     """
-    combos = cells[list(SCENARIO_KEYS)].drop_duplicates()
-    combos = combos.sort_values(["work_us", "producers", "workload", "event_bytes", "start_method"])
+    combos = cells[list(SCENARIO_KEYS)].copy()
+    if "producers_setting" in cells:
+        auto = cells["producers_setting"] == AUTO_PRODUCERS
+        combos["producers"] = combos["producers"].astype(object).where(~auto, AUTO_PRODUCERS)
+    combos = combos.drop_duplicates()
+    combos = combos.sort_values(["work_us", "producers", "workload", "event_bytes", "start_method"],
+                                key=lambda s: s.map(str) if s.name == "producers" else s)
     return [dict(zip(SCENARIO_KEYS, _py(row))) for row in combos.itertuples(index=False)]
 
 
@@ -472,6 +482,12 @@ def _py(values) -> list:
 def select(cells: pd.DataFrame, **axes) -> pd.DataFrame:
     """Rows of ``cells`` matching every given axis value (None = any)."""
     mask = pd.Series(True, index=cells.index)
+    if "producers" in axes and axes["producers"] is not None and "producers_setting" in cells:
+        # An auto scenario is its setting; a fixed count never takes in auto cells.
+        auto = cells["producers_setting"] == AUTO_PRODUCERS
+        mask &= auto if axes["producers"] == AUTO_PRODUCERS else ~auto
+        if axes["producers"] == AUTO_PRODUCERS:
+            axes = {k: v for k, v in axes.items() if k != "producers"}
     for key, value in axes.items():
         if value is None:
             continue
