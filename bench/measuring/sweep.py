@@ -122,6 +122,10 @@ class SweepConfig:
     #: ``producers = "auto"``: the probes and cores the counts are sized from
     #: (bench.measuring.supply.probe_all); filled when the sweep starts.
     supply: dict = field(default_factory=dict)
+    #: Only these cells of the grid run (``bench verify``'s candidates): dicts of
+    #: backend, start_method, workload, event_bytes, work_us, batch_size,
+    #: consumers and producers_setting.  Empty: every cell.
+    only_cells: list[dict] = field(default_factory=list)
     name: str = "custom"
     description: str = ""
     source: str | None = None
@@ -404,6 +408,21 @@ def producers_setting(cfg: SweepConfig, cell: Cell) -> str:
     return str(cell.producers)
 
 
+def _only_key(d: dict) -> tuple:
+    return (d["backend"], d["start_method"], d["workload"], int(d["event_bytes"]),
+            float(d["work_us"]), int(d["batch_size"]), int(d["consumers"]),
+            str(d["producers_setting"]))
+
+
+def _only(cfg: SweepConfig, cells: list[Cell]) -> list[Cell]:
+    """The planned cells that ``cfg.only_cells`` names (all when it names none)."""
+    if not cfg.only_cells:
+        return cells
+    want = {_only_key(d) for d in cfg.only_cells}
+    return [c for c in cells
+            if _only_key({**c.to_dict(), "producers_setting": producers_setting(cfg, c)}) in want]
+
+
 def _probe_keys(cfg: SweepConfig) -> list[tuple[str, int, int]]:
     """(backend, batch size, event size) of every cell ``auto`` has to size."""
     return [
@@ -631,7 +650,7 @@ def run_sweep(
     meta.setdefault("cells", {})
     res.write_meta(out, meta)
 
-    cells = plan_cells(cfg)
+    cells = _only(cfg, plan_cells(cfg))
     # Backend order shuffled per repeat (seeded, recorded in meta.json), so
     # that no backend always runs right after another one's load.
     rng = random.Random(cfg.shuffle_seed if cfg.shuffle_seed is not None else 0)
