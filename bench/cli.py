@@ -81,7 +81,9 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--work-us", type=_csv(float, "--work-us"), metavar="W,...")
     g.add_argument("--workloads", type=_csv(str, "--workloads"), metavar="busy,parse,...")
     g.add_argument("--event-bytes", type=_csv(int, "--event-bytes"), metavar="BYTES,...")
-    g.add_argument("--repeat", type=int, metavar="N")
+    g.add_argument("--repeat", type=int, metavar="N",
+                   help="interleaved repeats per cell; given alone, exactly N (no adaptive "
+                        "repeats unless --max-repeats is given too)")
     g.add_argument("--warmup", type=float, metavar="SECONDS")
     g.add_argument("--duration", type=float, metavar="SECONDS", help="measure window")
     g.add_argument("--max-buffered-events", type=_buffer_arg, metavar="N|auto",
@@ -148,6 +150,9 @@ def _sweep_config(args, warn):
     source = args.sweep or str(DEFAULT_SWEEP)
     raw = load_sweep_file(source)
     overrides = {k: getattr(args, k) for k in _OVERRIDES}
+    if args.repeat is not None and args.max_repeats is None:
+        # --repeat N asks for N repeats: the file's max_repeats is for its own repeat.
+        overrides["max_repeats"] = args.repeat
     return build_config(raw, overrides, source=source, warn=warn)
 
 

@@ -1,7 +1,9 @@
 """Adaptive repeats: more repeats for the cells whose numbers are too noisy to use.
 
-After its planned repeats a sweep looks at every cell's valid repeats (status
-ok and passed the validity checks).  A cell needs more when it has fewer than
+After its planned repeats a sweep looks at every cell's valid repeats: the
+repeats the report uses (status ok, valid, not flagged by the reader's own
+checks, not producer-bound: ``usable`` in bench.analysing.loading), or, where
+the rows cannot be read that way, those the harness marked valid.  A cell needs more when it has fewer than
 2 of them, or when their events/s spread ``(max - min) / median`` exceeds the
 noise threshold above which the report refuses to recommend from a cell
 (bench.analysing.loading.DEFAULT_NOISE_THRESHOLD).  Each round gives every
@@ -29,8 +31,29 @@ def noise_threshold() -> float:
 
 
 def _valid(row: dict) -> bool:
+    if "usable" in row:
+        return bool(row["usable"])
     return row.get("status") == "ok" and str(row.get("valid", "")).strip().lower() in (
         "true", "1", "yes")
+
+
+def with_usable(rows: list[dict], runs_csv) -> list[dict]:
+    """``rows`` (runs.csv as dicts) with the report's ``usable`` verdict added to each.
+
+    The report's reader re-checks every row (bench.analysing.loading); a cell
+    repeated until the harness calls it quiet but the report still excludes
+    would end the sweep without a recommendation.  Unreadable that way: the
+    rows as they are (the harness's ``valid``).
+    """
+    try:
+        from bench.analysing.loading import load_runs
+
+        runs = load_runs(runs_csv)
+    except Exception:  # noqa: BLE001 - the sweep must finish whatever the reader thinks
+        return rows
+    usable = {(c, int(r)): bool(u) for c, r, u in zip(runs["cell_id"], runs["repeat"], runs["usable"])}
+    return [{**row, "usable": usable.get((row["cell_id"], int(row["repeat"])), False)}
+            for row in rows]
 
 
 def spread(values: list[float]) -> float | None:
@@ -95,4 +118,4 @@ def next_round(
     return run, capped
 
 
-__all__ = ["cell_state", "needing_more", "next_round", "noise_threshold", "spread", "why_more"]
+__all__ = ["with_usable", "cell_state", "needing_more", "next_round", "noise_threshold", "spread", "why_more"]

@@ -760,7 +760,8 @@ def _adaptive_rounds(cfg, cells, out, rng, run_one, elapsed, ran_s, per_cell, ba
     planned = {c.cell_id: cfg.repeat for c in cells}
     budget_out = False
     while True:
-        rows = res.read_runs(out)  # every row is on disk: RunsWriter syncs each one
+        # Every row is on disk: RunsWriter syncs each one.
+        rows = adaptive.with_usable(res.read_runs(out), out / res.RUNS_CSV)
         round_, _ = adaptive.next_round(by_id, rows, threshold, cfg.max_repeats)
         if not round_:
             break
@@ -777,7 +778,7 @@ def _adaptive_rounds(cfg, cells, out, rng, run_one, elapsed, ran_s, per_cell, ba
             run_one(round_[cell.cell_id], cell)
         if budget_out:
             break
-    rows = res.read_runs(out)
+    rows = adaptive.with_usable(res.read_runs(out), out / res.RUNS_CSV)
     state = adaptive.cell_state(rows)
     extra = {cid: state[cid]["repeats"] - planned[cid] for cid in by_id
              if cid in state and state[cid]["repeats"] > planned[cid]}
