@@ -22,7 +22,7 @@ Sweep file format (TOML, top-level keys; every axis is a list)::
     max_buffered_events = 10000         # queue bound shared by all backends
     cell_timeout  = 60                  # optional; default warmup+duration+60
     max_repeats   = 6                   # optional; adaptive repeats (default: repeat, none)
-    time_budget   = 170                 # optional; seconds for the whole sweep's extra repeats
+    time_budget   = 165                 # optional; seconds for the whole sweep (see below)
 
 A count expression is ``"cores"``, ``"N*cores"`` or ``"cores/N"`` with
 ``cores`` the logical core count of the machine running the sweep (rounded
@@ -36,7 +36,9 @@ Adaptive repeats (bench.measuring.adaptive): after the planned repeats, a cell
 whose events/s spread over its valid repeats exceeds the report's noise
 threshold, or that has fewer than 2 valid repeats, gets more repeats, one
 round at a time (interleaved and shuffled like the planned ones), up to
-``max_repeats`` and while the sweep's ``time_budget`` allows.
+``max_repeats`` repeats in all, and no extra repeat starts once the sweep's
+``time_budget`` (seconds since it started, resumes included, calibration and
+probes too) would be overrun by it.  The planned repeats always run.
 
 The grid is the product of the axes, less duplicates: unbatched backends run
 at ``batch_size = 1`` only, and named workloads (parse, regex, hash) at
@@ -435,7 +437,7 @@ def _repeat_order(cells: list[Cell], backends: list[str], rng: random.Random) ->
     """``cells`` in the order of one repeat: plan order, backends shuffled by ``rng``."""
     order = list(backends)
     rng.shuffle(order)
-    return [c for c in sorted(cells, key=lambda c: (_group_key(c), order.index(c.backend)))]
+    return sorted(cells, key=lambda c: (_group_key(c), order.index(c.backend)))
 
 
 def _group_key(cell: Cell) -> tuple:
