@@ -225,3 +225,24 @@ def test_verify_end_to_end_on_a_hand_made_set(tmp_path, capsys):
     # A finished verify run is not overwritten.
     assert main(["verify", str(d)]) == 2
     assert "already holds a finished verify run" in capsys.readouterr().err
+
+
+def test_an_auto_producers_scenario_is_verified_with_auto_producers():
+    scenario = {**SCENARIO, "producers": "auto"}
+    frame = _frame({(100, 2): [100, 100], (100, 3): [104, 104]})
+    # auto sized 1 producer at 2 consumers and 2 at 3: both cells are the scenario's.
+    frame["producers_setting"] = "auto"
+    frame.loc[frame["consumers"] == 3, "producers"] = 2
+    plan = [{"scenario": scenario, "recommended": {"backend": "turbo", "batch_size": 100,
+                                                    "consumers": 2},
+             "candidates": _candidates("recommended", "consumers-up")}]
+    (out,) = v.outcomes(frame, plan)
+    assert [c["valid_repeats"] for c in out["candidates"]] == [2, 2]
+    assert out["passed"] is True and out["ratio"] == pytest.approx(100 / 104)
+    # The same rows under a fixed count are not this scenario's.
+    (fixed,) = v.outcomes(frame, [{**plan[0], "scenario": SCENARIO}])
+    assert fixed["passed"] is None
+    cfg = v.verify_config({"warmup": 0.1, "duration": 0.2}, plan, repeat=1, max_repeats=None,
+                          time_budget=None)
+    assert cfg.producers == ["auto"]
+    assert {c["producers_setting"] for c in cfg.only_cells} == {"auto"}
