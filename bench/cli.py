@@ -60,9 +60,10 @@ def _csv(kind, name: str):
                 if kind is int and ("cores" in t or (t == "auto" and name == "--producers")):
                     out.append(t)  # a count expression or "auto", resolved by the sweep
                 else:
-                    raise argparse.ArgumentTypeError(
-                        f"{name}: {t!r} is not {'an integer' if kind is int else 'a number'}"
-                    ) from None
+                    what = "an integer" if kind is int else "a number"
+                    if name == "--producers":
+                        what += " or 'auto'"
+                    raise argparse.ArgumentTypeError(f"{name}: {t!r} is not {what}") from None
         return out
 
     return parse
