@@ -493,9 +493,10 @@ def producers_setting(cfg: SweepConfig, cell: Cell) -> str:
 
 
 def _only_key(d: dict) -> tuple:
+    # A named cell without a load is the closed-loop one.
     return (d["backend"], d["start_method"], d["workload"], int(d["event_bytes"]),
             float(d["work_us"]), int(d["batch_size"]), int(d["consumers"]),
-            str(d["producers_setting"]))
+            str(d["producers_setting"]), str(d.get("load") or "closed"))
 
 
 def _only(cfg: SweepConfig, cells: list[Cell]) -> list[Cell]:
