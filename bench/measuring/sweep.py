@@ -810,7 +810,10 @@ def run_sweep(
         for r, cell in todo:
             run_one(r, cell)
         if (cfg.max_repeats or cfg.repeat) > cfg.repeat:
-            extra = _adaptive_rounds(cfg, cells, out, rng, run_one, elapsed, ran_s, per_cell,
+            # Extra repeats are for the closed-loop cells: an open-loop cell's
+            # events/s is its offered rate, whose spread says nothing.
+            closed = [c for c in cells if not c.open_loop]
+            extra = _adaptive_rounds(cfg, closed, out, rng, run_one, elapsed, ran_s, per_cell,
                                      bar, say)
             meta["adaptive"] = extra
     except KeyboardInterrupt:

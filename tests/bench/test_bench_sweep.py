@@ -449,7 +449,10 @@ def _fake_run_cell(eps_by_id, calls):
         if eps is None:
             row.update(status="failed", error="consumer 0 failed: boom")
         else:
-            row.update(status="ok", events_per_s=eps, offered_rate=offered_rate or "")
+            row.update(status="ok", events_per_s=eps, offered_rate=offered_rate or "", valid=True)
+            if cell.open_loop:
+                # A carried open-loop cell is limited by its offered rate, by design.
+                row.update(bottleneck="producers", saturated=False)
         return row, {}
 
     return fake
@@ -557,3 +560,32 @@ def test_tiny_open_loop_sweep_end_to_end(tmp_path):
     assert {r["pinned"] for r in rows} <= {"True", "False"}
     # bench.json holds the closed-loop cell only (an offered rate is no speed):
     # _check_result_dir counted its benchmarks against the closed cells.
+
+
+def test_extra_repeats_go_to_closed_loop_cells_only(tmp_path, monkeypatch):
+    from bench.measuring import sweep
+
+    calls: list = []
+    closed = "mpq-batch-fork-p1-c1-b100-w0-busy-e300"
+    eps: dict = {}
+    fake = _fake_run_cell(eps, calls)
+    noisy = iter([1000.0, 3000.0, 1000.0, 3000.0])
+
+    def varying(cell, run, calibration, repeat=0, offered_rate=None):
+        # The closed cell's repeats spread far past the noise threshold.
+        if not cell.open_loop:
+            eps[closed] = next(noisy)
+        return fake(cell, run, calibration, repeat, offered_rate)
+
+    monkeypatch.setattr(sweep, "run_cell", varying)
+    monkeypatch.setattr(sweep, "calibrate", lambda *a, **k: {"iterations_per_us": 1.0})
+    monkeypatch.setattr(sweep.res, "write_pyperf", lambda *a, **k: None)
+    cfg = build_config({"backends": ["mpq-batch"], "batch_sizes": [100], "rates": [1000],
+                        "repeat": 2, "max_repeats": 3}, cores=2)
+    sweep.run_sweep(cfg, tmp_path / "out", progress=False, say=lambda m: None)
+    runs = {}
+    for cid, _, _ in calls:
+        runs[cid] = runs.get(cid, 0) + 1
+    # An open-loop cell's events/s is its offered rate: its spread says
+    # nothing, so it keeps its planned repeats.
+    assert runs == {closed: 3, closed + "-rate1000": 2}
