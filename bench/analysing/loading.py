@@ -47,6 +47,10 @@ V2_COLUMN_KINDS = {
 #: whose writer did not apply them (or a v1 set) is still checked.
 MAX_WORK_DRIFT_PCT = 10.0
 MAX_STEAL_PCT = 5.0
+#: A cell whose CPU clock lies further than this from the set's median clock
+#: ran on a CPU of another speed than its neighbours: its throughput is not
+#: comparable with theirs (frequency scaling, boost, another host).
+MAX_CLOCK_DRIFT_PCT = 10.0
 PRODUCER_SATURATED_PCT = 90.0
 #: Tolerance of the retro-check on v1 rows, which lack overhead_err_us: CPU
 #: times are read in 10 ms ticks per process, and the calibration is good to
@@ -259,6 +263,7 @@ def check_validity(runs: pd.DataFrame) -> None:
     runs["saturated"] = (
         ok & ~closed & (runs["events_per_s"] < CARRIED_SHARE * runs["offered_rate"])
     )
+    clock = runs.loc[ok, "cpu_mhz"].median()
     flags, excl = [], []
     for i in runs.index:
         f = []
@@ -281,6 +286,12 @@ def check_validity(runs: pd.DataFrame) -> None:
         drift = runs.at[i, "work_drift_pct"]
         if pd.notna(drift) and drift > MAX_WORK_DRIFT_PCT:
             f.append(f"work cost drifted {drift:.0f}% from the calibration (> {MAX_WORK_DRIFT_PCT:g}%)")
+        mhz = runs.at[i, "cpu_mhz"]
+        if pd.notna(mhz) and pd.notna(clock) and clock > 0 and abs(mhz - clock) / clock * 100 > MAX_CLOCK_DRIFT_PCT:
+            f.append(
+                f"CPU clock {mhz:.0f} MHz, {abs(mhz - clock) / clock * 100:.0f}% from the set's median "
+                f"{clock:.0f} MHz (> {MAX_CLOCK_DRIFT_PCT:g}%): the CPU speed changed between cells"
+            )
         steal = runs.at[i, "steal_pct"]
         if pd.notna(steal) and steal > MAX_STEAL_PCT:
             f.append(f"steal time {steal:.1f}% (> {MAX_STEAL_PCT:g}%)")
@@ -305,7 +316,7 @@ def check_validity(runs: pd.DataFrame) -> None:
 
 
 #: Words that mark one kind of check in both the harness's and the reader's reasons.
-_SAME_KIND = ("drift", "steal", "negative")
+_SAME_KIND = ("drift", "steal", "negative", "clock")
 
 
 def excluded_runs(runs: pd.DataFrame) -> pd.DataFrame:

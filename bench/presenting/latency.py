@@ -91,7 +91,7 @@ def latency_section(doc, save, open_cells: pd.DataFrame, scenario: dict, age: tu
     """The scenario's open-loop subsection (nothing when it has no open-loop cell)."""
     if open_cells.empty or not curves(open_cells, scenario):
         return
-    doc.h(3, "Latency vs throughput (open loop)")
+    doc.h(3, "6. Latency vs throughput (open loop)")
     doc.p(
         "Each point is an open-loop cell: events scheduled at a fixed rate and timed from their "
         "scheduled time, so a producer that fell behind cannot hide the queueing it caused. "
