@@ -148,18 +148,27 @@ def curve(cells: pd.DataFrame, backend: str, batch_size, fit: USLFit | None = No
 
 def superlinear_note(c: pd.DataFrame, label: str) -> str:
     """A note naming the counts of a curve whose efficiency is above 1, or ''."""
-    s = c[c["superlinear"].fillna(False).astype(bool) & ~c["failed"]]
-    if s.empty:
+    okc = c[~c["failed"]]
+    if okc.empty:
         return ""
-    parts = ", ".join(
-        f"{_fmt_n(_plain(r[SCALING_AXIS]))} consumers ({r['efficiency']:.2f} against "
-        f"{r['efficiency_base']}, {r['efficiency_vs_base']:.2f} against the smallest count)"
-        for _, r in s.iterrows()
-    )
+    base_n = _fmt_n(_plain(okc.iloc[0][SCALING_AXIS]))
+    vs_base = okc[okc["efficiency_vs_base"] > SUPERLINEAR]
+    vs_rate = okc[okc["efficiency"] > SUPERLINEAR]
+
+    def counts(df, col):
+        return ", ".join(f"{_fmt_n(_plain(r[SCALING_AXIS]))} ({r[col]:.2f})" for _, r in df.iterrows())
+
+    parts = []
+    if not vs_base.empty:
+        parts.append(f"against the {base_n}-consumer cell at {counts(vs_base, 'efficiency_vs_base')} consumers")
+    if not vs_rate.empty:
+        parts.append(f"against {okc['efficiency_base'].iloc[0]} at {counts(vs_rate, 'efficiency')} consumers")
+    if not parts:
+        return ""
     return (
-        f"{label}: efficiency above 1 at {parts}: no count can do better than N x the one-process "
-        "rate, so a base cell was slow or the CPU speed changed between cells; the efficiency "
-        f"rule uses {c['efficiency_base'].iloc[0]}"
+        f"{label}: efficiency above 1 {'; '.join(parts)}. No count can beat N x the one-process "
+        "rate, so the base was slow or the CPU speed changed between cells; the efficiency rule "
+        f"uses {okc['efficiency_base'].iloc[0]}"
     )
 
 
