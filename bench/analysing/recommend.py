@@ -362,7 +362,7 @@ def recommend(
         sc = sc.assign(failed=sc["failed"] | sc["excluded"])
     turbo = sc[sc["backend"] == TURBO]
     if turbo.empty:
-        rec.refusals.append("turbo was not measured in this scenario")
+        rec.refusals.append("turbo has no closed-loop cell in this scenario (producers flat out)")
         return rec
     if fits is None:
         fits = fit_curves(runs, scenario)

@@ -6,7 +6,8 @@ bench/schema.py), so any old set can be re-reported.  Writes into ``--out``
 
 * ``report.md`` with PNG plots beside it, and ``report.html`` (the same
   content with the PNGs embedded as base64, so the one file can be mailed);
-* ``cells.csv`` (median/min/max of every metric per cell), ``usl_fits.csv``
+* ``cells.csv`` (median/min/max of every metric per closed-loop cell),
+  ``open_loop_cells.csv`` (the same for open-loop cells, when there are any), ``usl_fits.csv``
   and ``recommendation.json`` (the answer in machine-readable form).
 
 The recommendation comes first, stated plainly, per scenario (one value of
@@ -211,6 +212,8 @@ def build_report(
         html_path = out / "report.html"
         html_path.write_text(doc.html(title))
     cells.to_csv(out / "cells.csv", index=False)
+    if not open_cells.empty:
+        open_cells.to_csv(out / "open_loop_cells.csv", index=False)
     _write_fits(out / "usl_fits.csv", scns, fits_by_scn)
     (out / "recommendation.json").write_text(
         json.dumps(
@@ -373,9 +376,21 @@ def _scenario_section(doc, out, cells, s, rec, fits, cores, thr, budget, *, open
         doc.img(path, alt)
         images.append(path)
 
+    def open_loop_part():
+        if open_cells is not None:
+            latency_section(doc, save, open_cells, s, age, budget, expected_rate)
+        if rate_rec is not None:
+            doc.h(3, f"Configuration for {rate_rec.expected_rate:,.0f} events/s")
+            doc.p(rate_rec.headline())
+            rate_table(doc, rate_rec)
+
     doc.h(2, f"Scenario: {scenario_label(s)}")
     doc.p(rec.headline())
     recommendation_tables(doc, rec)
+    if sc.empty:
+        doc.p("No closed-loop cell in this scenario: no scaling curves, only open-loop latency.")
+        open_loop_part()
+        return images
 
     doc.h(3, "1. Scaling")
     save(
@@ -431,13 +446,7 @@ def _scenario_section(doc, out, cells, s, rec, fits, cores, thr, budget, *, open
         "context switches per event vs consumers",
     )
 
-    if open_cells is not None:
-        latency_section(doc, save, open_cells, s, age, budget, expected_rate)
-    if rate_rec is not None:
-        doc.h(3, f"Configuration for {rate_rec.expected_rate:,.0f} events/s")
-        doc.p(rate_rec.headline())
-        rate_table(doc, rate_rec)
-
+    open_loop_part()
     usl_fit_table(doc, sc, fits)
     measured_cells_table(doc, sc, fits)
     return images

@@ -192,3 +192,15 @@ def test_run_takes_the_rate_flags_and_passes_them_on():
     assert _report_flags(build_parser().parse_args(["run"])) == []
     with pytest.raises(SystemExit):  # refused before any sweep runs
         build_parser().parse_args(["run", "--latency-budget", "soon"])
+
+
+def test_a_set_of_open_loop_cells_only_still_reports(tmp_path):
+    d = write_result_set(tmp_path, [_turbo()], consumers=(1, 2), open_loop=("rate:1000", "rate:5000"))
+    runs = pd.read_csv(d / "runs.csv", keep_default_na=False)
+    runs[runs["load"] != ""].to_csv(d / "runs.csv", index=False)
+    rep = build_report(d, tmp_path / "r", html_report=False, expected_rate=5000, latency_budget_ms=50)
+    assert rep.rate_recommendations[0].ok
+    assert "no closed-loop cell" in rep.recommendations[0].refusals[0]
+    md = rep.markdown_path.read_text()
+    assert "### 6. Latency vs throughput" in md and "### 1. Scaling" not in md
+    assert (tmp_path / "r" / "open_loop_cells.csv").is_file()
