@@ -103,8 +103,9 @@ class RateRecommendation:
         return (
             f"For {r:,.0f} events/s within a p99 of {b:g} ms ({self.label}): run **{c.consumers} "
             f"consumer process{'es' if c.consumers != 1 else ''}** with **batch_size={c.batch_size}**"
-            f", about {c.cores:.2f} cores of CPU ({c.cpu_us_per_event:.1f} us per event); "
-            f"{lat}; evidence: {c.evidence} (`{c.cell_id}`)."
+            + (f", about {c.cores:.2f} cores of CPU ({c.cpu_us_per_event:.1f} us per event); "
+               if math.isfinite(c.cores) else " (its CPU was not recorded); ")
+            + f"{lat}; evidence: {c.evidence} (`{c.cell_id}`)."
         )
 
 
@@ -152,7 +153,10 @@ def recommend_rate(
         return rec
     open_ok = [c for c in ok if c.evidence != EVIDENCE_CLOSED]
     pool = open_ok or ok
-    rec.choice = min(pool, key=lambda c: (c.cores, c.consumers, c.batch_size))
+    # A cell without CPU times cannot be costed: it comes after every costed one.
+    rec.choice = min(pool, key=lambda c: (not math.isfinite(c.cores),
+                                          c.cores if math.isfinite(c.cores) else 0.0,
+                                          c.consumers, c.batch_size))
     if not open_ok:
         rec.notes.append(
             f"no open-loop cell carried {rec.expected_rate:,.0f} events/s within the budget: this "

@@ -472,6 +472,16 @@ def _method_section(doc, thr, budget, noise):
             f"Batch size: smallest batch within {DEFAULT_WITHIN:.0%} of the best batch at that count "
             f"among those with p99 <= {budget:g} ms.",
             f"Noise: a cell with (max-min)/median of events/s above {noise:.0%} is too noisy to recommend from.",
+            "Open loop (load rate:R or frac:f): events scheduled at the offered rate and timed from "
+            "their scheduled time; a cell is saturated when it achieved < 95% of what was offered. "
+            "Batch fill time = B / (offered rate per producer), capped by max_batch_age for turbo.",
+            "For a stated rate (`--expected-rate R --latency-budget D`): per turbo batch size and "
+            "consumer count, the open-loop cell at the lowest rate >= R must carry it with p99 <= D "
+            "(raised by the longer batch fill when it was measured above R); without one, a "
+            "closed-loop cell whose slowest repeat reached R / 0.8 is evidence of capacity only. "
+            "The choice is the least CPU (producer + consumer CPU per event x R).",
+            "Held-out check: `python -m bench verify DIR` re-measures the recommendation and its "
+            "neighbours in a fresh run (verify.json); the report only reads it.",
             "Compare two result sets with `python -m bench compare A B`.",
         ]
     )
