@@ -103,7 +103,8 @@ def batching_table(cells: pd.DataFrame, scenario: dict, age_s: float) -> pd.Data
     (what batching allows: the fill time, capped by max_batch_age for turbo),
     bound_by ("batch fill" or "max_batch_age"), queue_wait_p50_ms,
     queue_wait_p99_ms, share (bound / measured p99), set_by ("batching" when
-    the bound explains at least half of the p99, else "queueing").
+    the bound explains at least half of the p99, "queueing" when it does not,
+    "not measured" when the cell recorded no queue wait).
     """
     sc = select(cells, **{k: scenario[k] for k in SCENARIO_KEYS})
     sc = sc[sc["backend"].isin(PRODUCER_BATCHED) & (sc["batch_size"] > 1) & ~sc["failed"]]
@@ -124,7 +125,8 @@ def batching_table(cells: pd.DataFrame, scenario: dict, age_s: float) -> pd.Data
             "bound_by": "max_batch_age" if capped else "batch fill",
             "queue_wait_p50_ms": r.queue_wait_p50_ms, "queue_wait_p99_ms": q99,
             "latency_p99_ms": r.latency_p99_ms, "share": share,
-            "set_by": "batching" if share == share and share >= BATCHING_SHARE else "queueing",
+            "set_by": ("not measured" if share != share
+                       else "batching" if share >= BATCHING_SHARE else "queueing"),
         })
     cols = ["backend", "batch_size", "consumers", "load", "offered_rate", "events_per_s",
             "saturated", "rate_per_producer", "fill_ms", "bound_ms", "bound_by",
@@ -135,7 +137,7 @@ def batching_table(cells: pd.DataFrame, scenario: dict, age_s: float) -> pd.Data
 def low_rate_summary(table: pd.DataFrame, backend: str = "turbo") -> list[str]:
     """One sentence per batch size of ``backend`` at its lowest carried rate: what set its wait."""
     out = []
-    t = table[(table["backend"] == backend) & ~table["saturated"]]
+    t = table[(table["backend"] == backend) & ~table["saturated"] & (table["set_by"] != "not measured")]
     for b, g in t.groupby("batch_size", sort=True):
         r = g.sort_values("offered_rate").iloc[0]
         what = ("its max_batch_age" if r["bound_by"] == "max_batch_age"
