@@ -388,6 +388,9 @@ def plot_batch_tradeoff(
         label="events/s",
     )
     ax.set_xscale("log")
+    if len(x) and np.nanmin(x) == np.nanmax(x):
+        # One batch size: give the log axis a decade around it (identical limits are singular).
+        ax.set_xlim(x[0] / 3.0, x[0] * 3.0)
     ax.set_ylim(bottom=0)
     _thousands(ax)
     ax.set_xlabel("batch size (events per batch)")
