@@ -13,6 +13,7 @@ Subcommands:
 ``report``     (bench.presenting.report) plots and tables from a result directory
 ``compare``    (bench.analysing.compare) compare two result directories
 ``chaos``      (bench.scenarios.chaos) crash-safety experiments
+``verify``     (bench.analysing.verify) re-measure a recommendation and its neighbours
 
 Exit status: 0 success, 1 some cells failed or timed out, 2 bad usage or
 input, 130 interrupted (the sweep can be resumed).
@@ -36,6 +37,8 @@ DELEGATED = {
     "compare": ("bench.analysing.compare", "compare two result directories"),
     "chaos": ("bench.scenarios.chaos", "crash-safety experiments"),
     "kafka": ("bench.scenarios.kafka", "the Kafka pipeline scenario (also: sweep --scenario kafka)"),
+    "verify": ("bench.analysing.verify",
+               "re-measure a result set's recommendation and its neighbours"),
 }
 
 
@@ -54,12 +57,13 @@ def _csv(kind, name: str):
             try:
                 out.append(kind(t))
             except ValueError:
-                if kind is int and "cores" in t:
-                    out.append(t)  # a count expression, resolved by the sweep
+                if kind is int and ("cores" in t or (t == "auto" and name == "--producers")):
+                    out.append(t)  # a count expression or "auto", resolved by the sweep
                 else:
-                    raise argparse.ArgumentTypeError(
-                        f"{name}: {t!r} is not {'an integer' if kind is int else 'a number'}"
-                    ) from None
+                    what = "an integer" if kind is int else "a number"
+                    if name == "--producers":
+                        what += " or 'auto'"
+                    raise argparse.ArgumentTypeError(f"{name}: {t!r} is not {what}") from None
         return out
 
     return parse
@@ -70,19 +74,29 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sweep", metavar="TOML", help="sweep file (default: bench/sweeps/quick.toml)")
     g.add_argument("--backends", type=_csv(str, "--backends"), metavar="A,B")
     g.add_argument("--start-methods", type=_csv(str, "--start-methods"), metavar="fork,spawn")
-    g.add_argument("--producers", type=_csv(int, "--producers"), metavar="N,...")
+    g.add_argument("--producers", type=_csv(int, "--producers"), metavar="N,...|auto",
+                   help="producer counts, or 'auto': sized per cell from a short measured "
+                        "producer rate so that supply exceeds the consumers' demand")
     g.add_argument("--consumers", type=_csv(int, "--consumers"), metavar="N,...")
     g.add_argument("--batch-sizes", type=_csv(int, "--batch-sizes"), metavar="B,...")
     g.add_argument("--work-us", type=_csv(float, "--work-us"), metavar="W,...")
     g.add_argument("--workloads", type=_csv(str, "--workloads"), metavar="busy,parse,...")
     g.add_argument("--event-bytes", type=_csv(int, "--event-bytes"), metavar="BYTES,...")
-    g.add_argument("--repeat", type=int, metavar="N")
+    g.add_argument("--repeat", type=int, metavar="N",
+                   help="interleaved repeats per cell; given alone, exactly N (no adaptive "
+                        "repeats unless --max-repeats is given too)")
     g.add_argument("--warmup", type=float, metavar="SECONDS")
     g.add_argument("--duration", type=float, metavar="SECONDS", help="measure window")
     g.add_argument("--max-buffered-events", type=_buffer_arg, metavar="N|auto",
                    help="queue bound in events shared by all backends, or 'auto': "
                         "2 x consumers x max(batch size, 64) events per cell")
     g.add_argument("--cell-timeout", type=float, metavar="SECONDS")
+    g.add_argument("--max-repeats", type=int, metavar="N",
+                   help="adaptive repeats: a cell whose events/s spread exceeds the report's noise "
+                        "threshold, or with < 2 valid repeats, gets more, up to N in all "
+                        "(default: --repeat, none)")
+    g.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="seconds for the whole sweep: no extra repeat starts past it")
     g.add_argument("--shuffle-seed", type=int, metavar="N",
                    help="seed of the per-repeat backend order (default: drawn, recorded in meta.json)")
     o = p.add_argument_group("output")
@@ -143,6 +157,9 @@ def _sweep_config(args, warn):
     source = args.sweep or str(DEFAULT_SWEEP)
     raw = load_sweep_file(source)
     overrides = {k: getattr(args, k) for k in _OVERRIDES}
+    if args.repeat is not None and args.max_repeats is None:
+        # --repeat N asks for N repeats: the file's max_repeats is for its own repeat.
+        overrides["max_repeats"] = args.repeat
     return build_config(raw, overrides, source=source, warn=warn)
 
 
@@ -180,6 +197,9 @@ def cmd_sweep(args) -> tuple[int, Path | None]:
         cells = plan_cells(cfg)
         for cell in cells:
             print(cell.cell_id)
+        if "auto" in cfg.producers:
+            print("producers auto: shown as 1 producer; the sweep sizes each cell's count from "
+                  "a short producer-rate probe when it starts", file=sys.stderr)
         print(
             f"{len(cells)} cells x {cfg.repeat} repeats; "
             f"estimated {estimate_seconds(cfg, len(cells)) / 60:.1f} min",

@@ -135,7 +135,15 @@ META_KEYS = {
     "started_utc": "str",
     "finished_utc": "str or null",
     "pyperf": "dict: pyperf's collected metadata",
+    "elapsed_s": "float: seconds the sweep has run, over all its invocations (--resume too)",
+    "adaptive": "dict or null (max_repeats <= repeat): adaptive repeats: noise_threshold, "
+                "max_repeats, time_budget, extra_repeats (cell id -> repeats added), "
+                "still_noisy (cell id -> why it still needs repeats), budget_ran_out",
 }
+#: ``sweep.supply`` of meta.json, under ``producers = ["auto"]`` (bench.measuring.supply):
+#: ``margin``, ``usable_cores`` and ``probes`` (``"<backend>/b<batch>/e<bytes>"`` ->
+#: ``supply_per_producer`` events per producer CPU second, ``consumer_overhead_us``,
+#: ``status``), ``work_cost_us``: what each auto cell's producer count was sized from.
 
 #: Keys of meta.json's "sweep" that are grid axes, and the scalar settings;
 #: each is also a ``python -m bench sweep`` flag (``--batch-sizes`` for
@@ -157,4 +165,6 @@ SWEEP_SCALARS = (
     "max_buffered_events",
     "cell_timeout",
     "shuffle_seed",
+    "max_repeats",
+    "time_budget",
 )

@@ -1,4 +1,4 @@
-"""The chaos run (bench/scenarios/chaos.py) in a short setting, and proof that its checker bites.
+"""The chaos run (bench/scenarios/chaos) in a short setting, and proof that its checker bites.
 
 The full run is ``python -m bench.scenarios.chaos --duration 60``; here it runs for 4 s
 with a kill every 0.15 s on average.

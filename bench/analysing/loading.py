@@ -47,6 +47,7 @@ V2_COLUMN_KINDS = {
 #: whose writer did not apply them (or a v1 set) is still checked.
 MAX_WORK_DRIFT_PCT = 10.0
 MAX_STEAL_PCT = 5.0
+MIN_DRIFT_US = 1.0
 #: A cell whose CPU clock lies further than this from the set's median clock
 #: ran on a CPU of another speed than its neighbours: its throughput is not
 #: comparable with theirs (frequency scaling, boost, another host).
@@ -70,6 +71,10 @@ SCALING_AXIS = "consumers"
 #: values is one *scenario*; the report draws and recommends per scenario
 #: because the user's per-event work (``work_us``) changes the answer.
 SCENARIO_KEYS = ("start_method", "producers", "workload", "event_bytes", "work_us")
+#: ``producers`` of a scenario whose cells sized their producers themselves
+#: (``producers_setting == "auto"``, bench.measuring.supply): their counts differ
+#: from cell to cell, and the cells form one scenario by that setting.
+AUTO_PRODUCERS = "auto"
 
 #: Columns without which nothing can be reported.
 #: ``load`` joined the cell keys in schema 2; a v1 set has none and is all closed loop.
@@ -284,7 +289,9 @@ def check_validity(runs: pd.DataFrame) -> None:
                 "it ran: the CPU ran faster than calibrated"
             )
         drift = runs.at[i, "work_drift_pct"]
-        if pd.notna(drift) and drift > MAX_WORK_DRIFT_PCT:
+        # As the harness does (bench.measuring.validity.MIN_DRIFT_US): the
+        # cost of work under 1 us is within the timer's noise, not a drift.
+        if pd.notna(drift) and drift > MAX_WORK_DRIFT_PCT and not work[i] < MIN_DRIFT_US:
             f.append(f"work cost drifted {drift:.0f}% from the calibration (> {MAX_WORK_DRIFT_PCT:g}%)")
         mhz = runs.at[i, "cpu_mhz"]
         if pd.notna(mhz) and pd.notna(clock) and clock > 0 and abs(mhz - clock) / clock * 100 > MAX_CLOCK_DRIFT_PCT:
@@ -464,6 +471,7 @@ def aggregate(runs: pd.DataFrame, closed_only: bool = True) -> pd.DataFrame:
             made_before_checks=("made_before_checks", "any"),
             producer_bound=("producer_bound", "any"),
             saturated=("saturated", "any"),
+            producers_setting=("producers_setting", "first"),
         )
         .reset_index()
     )
@@ -496,8 +504,13 @@ def scenarios(cells: pd.DataFrame) -> list[dict]:
     Sorted so that the last scenario has the largest ``work_us``, the one
     closest to the CPU-heavy pipelines turbo_queue is for.
     """
-    combos = cells[list(SCENARIO_KEYS)].drop_duplicates()
-    combos = combos.sort_values(["work_us", "producers", "workload", "event_bytes", "start_method"])
+    combos = cells[list(SCENARIO_KEYS)].copy()
+    if "producers_setting" in cells:
+        auto = cells["producers_setting"] == AUTO_PRODUCERS
+        combos["producers"] = combos["producers"].astype(object).where(~auto, AUTO_PRODUCERS)
+    combos = combos.drop_duplicates()
+    combos = combos.sort_values(["work_us", "producers", "workload", "event_bytes", "start_method"],
+                                key=lambda s: s.map(str) if s.name == "producers" else s)
     return [dict(zip(SCENARIO_KEYS, _py(row))) for row in combos.itertuples(index=False)]
 
 
@@ -516,6 +529,12 @@ def _py(values) -> list:
 def select(cells: pd.DataFrame, **axes) -> pd.DataFrame:
     """Rows of ``cells`` matching every given axis value (None = any)."""
     mask = pd.Series(True, index=cells.index)
+    if "producers" in axes and axes["producers"] is not None and "producers_setting" in cells:
+        # An auto scenario is its setting; a fixed count never takes in auto cells.
+        auto = cells["producers_setting"] == AUTO_PRODUCERS
+        mask &= auto if axes["producers"] == AUTO_PRODUCERS else ~auto
+        if axes["producers"] == AUTO_PRODUCERS:
+            axes = {k: v for k, v in axes.items() if k != "producers"}
     for key, value in axes.items():
         if value is None:
             continue

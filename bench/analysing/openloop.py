@@ -109,8 +109,9 @@ def batching_table(cells: pd.DataFrame, scenario: dict, age_s: float) -> pd.Data
     sc = select(cells, **{k: scenario[k] for k in SCENARIO_KEYS})
     sc = sc[sc["backend"].isin(PRODUCER_BATCHED) & (sc["batch_size"] > 1) & ~sc["failed"]]
     rows = []
-    p = float(scenario.get("producers") or 1)
     for r in sc.itertuples():
+        # The cell's own producers: under --producers auto each cell sized its count.
+        p = float(r.producers) if r.producers == r.producers and r.producers > 0 else 1.0
         per_producer = r.offered_rate / p if r.offered_rate == r.offered_rate else math.nan
         fill = r.batch_size / per_producer if per_producer and per_producer > 0 else math.nan
         bound = fill_time_s(r.backend, r.batch_size, p, r.offered_rate, age_s)

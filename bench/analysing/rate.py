@@ -61,6 +61,7 @@ class RateCandidate:
     consumers: int
     evidence: str
     cell_id: str
+    producers: int = 1  # the cell's own (sized per cell under --producers auto)
     offered_rate: float = math.nan
     achieved: float = math.nan
     p99_ms: float = math.nan  # measured in the cell (NaN for closed-loop evidence at R)
@@ -102,7 +103,8 @@ class RateRecommendation:
                else f"p99 not measured at this rate; batch fill {c.fill_ms:.1f} ms")
         return (
             f"For {r:,.0f} events/s within a p99 of {b:g} ms ({self.label}): run **{c.consumers} "
-            f"consumer process{'es' if c.consumers != 1 else ''}** with **batch_size={c.batch_size}**"
+            f"consumer process{'es' if c.consumers != 1 else ''}** (beside {c.producers} producer"
+            f"{'s' if c.producers != 1 else ''}) with **batch_size={c.batch_size}**"
             + (f", about {c.cores:.2f} cores of CPU ({c.cpu_us_per_event:.1f} us per event); "
                if math.isfinite(c.cores) else " (its CPU was not recorded); ")
             + f"{lat}; evidence: {c.evidence} (`{c.cell_id}`)."
@@ -124,7 +126,6 @@ def recommend_rate(
         raise ValueError(f"expected rate must be a positive number of events/s, got {expected_rate!r}")
     rec = RateRecommendation(scenario, float(expected_rate), float(budget_ms), max_batch_age_s)
     keys = {k: scenario[k] for k in SCENARIO_KEYS}
-    p = scenario.get("producers") or 1
     ol = select(open_cells, **keys) if not open_cells.empty else open_cells
     ol = ol[ol["backend"] == TURBO] if not ol.empty else ol
     cl = select(closed, **keys)
@@ -141,10 +142,9 @@ def recommend_rate(
     configs = sorted({(_plain(r.batch_size), int(r.consumers)) for df in (ol, cl)
                       for r in df.itertuples()})
     for b, n in configs:
-        fill = fill_time_s(TURBO, b, p, rec.expected_rate, max_batch_age_s) * 1e3
-        cand = _open_candidate(ol, b, n, rec, p, fill)
+        cand = _open_candidate(ol, b, n, rec)
         if cand is None:
-            cand = _closed_candidate(cl, b, n, rec, fill)
+            cand = _closed_candidate(cl, b, n, rec)
         if cand is not None:
             rec.candidates.append(cand)
     ok = [c for c in rec.candidates if c.supported]
@@ -191,7 +191,15 @@ def _usable(df: pd.DataFrame, noise: float) -> pd.DataFrame:
     return df if df.empty else df[_usable_mask(df, noise)]
 
 
-def _open_candidate(ol, b, n, rec, producers, fill_ms) -> RateCandidate | None:
+def _fill_ms(rec, b, producers, rate=None) -> float:
+    """Batch fill bound in ms at ``rate`` (default: the expected one) over the cell's producers.
+
+    The producers are the cell's own: with ``--producers auto`` each cell sized its own count.
+    """
+    return fill_time_s(TURBO, b, producers, rate or rec.expected_rate, rec.max_batch_age_s) * 1e3
+
+
+def _open_candidate(ol, b, n, rec) -> RateCandidate | None:
     if ol.empty:
         return None
     g = ol[(ol["batch_size"] == b) & (ol["consumers"] == n)]
@@ -199,16 +207,16 @@ def _open_candidate(ol, b, n, rec, producers, fill_ms) -> RateCandidate | None:
     if g.empty:
         return None
     r = g.sort_values("offered_rate").iloc[0]
+    producers = r["producers"]
+    fill_ms = _fill_ms(rec, b, producers)
     at = r["offered_rate"] <= (1 + RATE_TOLERANCE) * rec.expected_rate
     cand = RateCandidate(
         batch_size=b, consumers=n, evidence=EVIDENCE_AT if at else EVIDENCE_ABOVE,
-        cell_id=str(r["cell_id"]), offered_rate=float(r["offered_rate"]),
+        cell_id=str(r["cell_id"]), producers=int(producers), offered_rate=float(r["offered_rate"]),
         achieved=float(r["events_per_s"]), p99_ms=float(r["latency_p99_ms"]), fill_ms=fill_ms,
         cpu_us_per_event=float(r["cpu_us_per_event"]),
     )
-    extra = 0.0 if at else max(
-        0.0, fill_ms - fill_time_s(TURBO, b, producers, cand.offered_rate, rec.max_batch_age_s) * 1e3
-    )
+    extra = 0.0 if at else max(0.0, fill_ms - _fill_ms(rec, b, producers, cand.offered_rate))
     cand.p99_at_rate_ms = cand.p99_ms + extra
     cand.cores = cand.cpu_us_per_event * rec.expected_rate / 1e6
     cand.carries = not bool(r["saturated"]) and cand.achieved >= CARRIED_SHARE * cand.offered_rate
@@ -226,14 +234,16 @@ def _open_candidate(ol, b, n, rec, producers, fill_ms) -> RateCandidate | None:
     return cand
 
 
-def _closed_candidate(cl, b, n, rec, fill_ms) -> RateCandidate | None:
+def _closed_candidate(cl, b, n, rec) -> RateCandidate | None:
     g = cl[(cl["batch_size"] == b) & (cl["consumers"] == n)]
     if g.empty:
         return None
     r = g.iloc[0]
+    fill_ms = _fill_ms(rec, b, r["producers"])
     cap = float(r["events_per_s_min"])
     cand = RateCandidate(
         batch_size=b, consumers=n, evidence=EVIDENCE_CLOSED, cell_id=str(r["cell_id"]),
+        producers=int(r["producers"]),
         achieved=float(r["events_per_s"]), fill_ms=fill_ms, p99_at_rate_ms=math.nan,
         cpu_us_per_event=float(r["cpu_us_per_event"]),
     )

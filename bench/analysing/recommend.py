@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from bench.analysing.loading import (
+    AUTO_PRODUCERS,
     DEFAULT_NOISE_THRESHOLD,
     SCALING_AXIS,
     SCENARIO_KEYS,
@@ -369,7 +370,13 @@ def recommend(
     if cores:
         # The producers run on the same cores as the consumers: the cap on
         # consumers is what is left beside them.
-        producers = int(scenario.get("producers") or 0)
+        producers = scenario.get("producers") or 0
+        if producers == AUTO_PRODUCERS:
+            # Sized per cell, each within the cores its consumers leave: the
+            # fewest of them is what the largest consumer count runs beside.
+            producers = sc.loc[sc["backend"] == TURBO, "producers"].min()
+            producers = int(producers) if producers == producers else 1
+        producers = int(producers)
         cores = max(1, int(cores) - producers)
         rec.notes.append(
             f"the core cap counts the {producers} producer(s) too: at most {cores} consumers "

@@ -9,7 +9,7 @@ Sweep file format (TOML, top-level keys; every axis is a list)::
 
     backends      = ["turbo", "mpq", "mpq-batch", "faster-fifo"]
     start_methods = ["fork"]            # fork, spawn, forkserver
-    producers     = [1]                 # counts: ints or "cores" expressions
+    producers     = ["auto"]            # counts: ints, "cores" expressions, or "auto"
     consumers     = [1, 2, "cores", "2*cores"]
     consumers_max = "2*cores"           # optional cap, drops larger counts
     batch_sizes   = [100, 1000]         # ignored (1) for unbatched backends
@@ -21,11 +21,24 @@ Sweep file format (TOML, top-level keys; every axis is a list)::
     duration      = 1.5                 # seconds of the measure window
     max_buffered_events = 10000         # queue bound shared by all backends
     cell_timeout  = 60                  # optional; default warmup+duration+60
+    max_repeats   = 6                   # optional; adaptive repeats (default: repeat, none)
+    time_budget   = 165                 # optional; seconds for the whole sweep (see below)
 
 A count expression is ``"cores"``, ``"N*cores"`` or ``"cores/N"`` with
 ``cores`` the logical core count of the machine running the sweep (rounded
 down, at least 1), so one file serves any machine.  ``producers_max`` and
-``consumers_max`` drop counts above the cap.
+``consumers_max`` drop counts above the cap.  ``producers = ["auto"]`` sizes
+each cell's producers from a short measured producer rate so that supply
+exceeds the consumers' demand (bench.measuring.supply); rows record
+``producers_setting = "auto"`` beside the count that ran.
+
+Adaptive repeats (bench.measuring.adaptive): after the planned repeats, a cell
+whose events/s spread over its valid repeats exceeds the report's noise
+threshold, or that has fewer than 2 valid repeats, gets more repeats, one
+round at a time (interleaved and shuffled like the planned ones), up to
+``max_repeats`` repeats in all, and no extra repeat starts once the sweep's
+``time_budget`` (seconds since it started, resumes included, calibration and
+probes too) would be overrun by it.  The planned repeats always run.
 
 The grid is the product of the axes, less duplicates: unbatched backends run
 at ``batch_size = 1`` only, and named workloads (parse, regex, hash) at
@@ -52,9 +65,11 @@ from typing import Any
 import psutil
 
 from bench import results as res
+from bench.measuring import adaptive, supply
 from bench.measuring.backends import BACKENDS, UnknownBackend, get_backend
 from bench.measuring.cell import Cell, CellRun, leaked_children, run_cell
-from bench.measuring.work import WORKLOADS, calibrate
+from bench.measuring.machine import usable_cores
+from bench.measuring.work import WORKLOADS, calibrate, work_cost_us
 from bench.schema import SWEEP_AXES, SWEEP_SCALARS
 
 try:
@@ -88,7 +103,8 @@ class SweepConfig:
 
     backends: list[str]
     start_methods: list[str] = field(default_factory=lambda: ["fork"])
-    producers: list[int] = field(default_factory=lambda: [1])
+    #: Counts, and/or "auto" (sized per cell from ``supply``).
+    producers: list[int | str] = field(default_factory=lambda: [1])
     consumers: list[int] = field(default_factory=lambda: [1])
     batch_sizes: list[int] = field(default_factory=lambda: [1000])
     work_us: list[float] = field(default_factory=lambda: [0.0])
@@ -101,6 +117,17 @@ class SweepConfig:
     cell_timeout: float | None = None
     #: Seed of the per-repeat backend order; None: drawn at the start (recorded).
     shuffle_seed: int | None = None
+    #: Adaptive repeats: at most this many per cell (None: ``repeat``, no extra ones).
+    max_repeats: int | None = None
+    #: Seconds the whole sweep may take before extra repeats stop (None: no limit).
+    time_budget: float | None = None
+    #: ``producers = "auto"``: the probes and cores the counts are sized from
+    #: (bench.measuring.supply.probe_all); filled when the sweep starts.
+    supply: dict = field(default_factory=dict)
+    #: Only these cells of the grid run (``bench verify``'s candidates): dicts of
+    #: backend, start_method, workload, event_bytes, work_us, batch_size,
+    #: consumers and producers_setting.  Empty: every cell.
+    only_cells: list[dict] = field(default_factory=list)
     name: str = "custom"
     description: str = ""
     source: str | None = None
@@ -278,9 +305,13 @@ def build_config(
             multiprocessing.get_all_start_methods(),
         )
     if "producers" in data:
-        cfg.producers = _positive_ints(
-            "producers", _as_list("producers", data["producers"]), cores, cap("producers_max")
+        values = _as_list("producers", data["producers"])
+        counts = [v for v in values if v != supply.AUTO]
+        cfg.producers = (
+            _positive_ints("producers", counts, cores, cap("producers_max")) if counts else []
         )
+        if supply.AUTO in values:
+            cfg.producers = [supply.AUTO, *cfg.producers]
     if "consumers" in data:
         cfg.consumers = _positive_ints(
             "consumers", _as_list("consumers", data["consumers"]), cores, cap("consumers_max")
@@ -313,6 +344,12 @@ def build_config(
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise SweepConfigError(f"shuffle_seed: expected an integer, got {seed!r}")
         cfg.shuffle_seed = seed
+    if data.get("max_repeats") is not None:
+        # It counts the planned repeats too: at or below ``repeat`` (say a
+        # --repeat 8 over a file's max_repeats = 6) it adds none.
+        cfg.max_repeats = max(_int("max_repeats", data["max_repeats"]), cfg.repeat)
+    if data.get("time_budget") is not None:
+        cfg.time_budget = _number("time_budget", data["time_budget"], 0.0, strict=True)
     if data.get("cell_timeout") is not None:
         cfg.cell_timeout = _number("cell_timeout", data["cell_timeout"], 0.0, strict=True)
         if cfg.cell_timeout <= cfg.warmup + cfg.duration:
@@ -342,11 +379,65 @@ def plan_cells(cfg: SweepConfig) -> list[Cell]:
                                 for name in cfg.backends:
                                     batch = b if BACKENDS[name].batched else 1
                                     work = w if workload == "busy" else 0.0
-                                    cell = Cell(name, sm, p, c, batch, work, workload, size)
+                                    n = p
+                                    if p == supply.AUTO:
+                                        n = _auto_producers(cfg, name, batch, c, work, workload,
+                                                            size)
+                                    cell = Cell(name, sm, n, c, batch, work, workload, size)
                                     if cell.cell_id not in seen:
                                         seen.add(cell.cell_id)
                                         cells.append(cell)
     return cells
+
+
+def _auto_producers(cfg: SweepConfig, backend, batch, consumers, work, workload, size) -> int:
+    cost = work_cost_us(workload, work, size, {"measured_us": cfg.supply.get("work_cost_us", {})})
+    return supply.producers_for(cfg.supply, backend, batch, size, consumers,
+                                cost if cost is not None else work)
+
+
+def producers_setting(cfg: SweepConfig, cell: Cell) -> str:
+    """``"auto"`` for a cell whose producer count ``auto`` chose, else the count.
+
+    A cell that both ``auto`` and an explicit count plan is one cell (one id):
+    it counts as ``auto``'s.
+    """
+    if supply.AUTO in cfg.producers and cell.producers == _auto_producers(
+        cfg, cell.backend, cell.batch_size, cell.consumers, cell.work_us, cell.workload,
+        cell.event_bytes,
+    ):
+        return supply.AUTO
+    return str(cell.producers)
+
+
+def _only_key(d: dict) -> tuple:
+    return (d["backend"], d["start_method"], d["workload"], int(d["event_bytes"]),
+            float(d["work_us"]), int(d["batch_size"]), int(d["consumers"]),
+            str(d["producers_setting"]))
+
+
+def _only(cfg: SweepConfig, cells: list[Cell]) -> list[Cell]:
+    """The planned cells that ``cfg.only_cells`` names (all when it names none)."""
+    if not cfg.only_cells:
+        return cells
+    want = {_only_key(d) for d in cfg.only_cells}
+    return [c for c in cells
+            if _only_key({**c.to_dict(), "producers_setting": producers_setting(cfg, c)}) in want]
+
+
+def _probe_keys(cfg: SweepConfig) -> list[tuple[str, int, int]]:
+    """(backend, batch size, event size) of every cell ``auto`` has to size."""
+    return [
+        (name, b if BACKENDS[name].batched else 1, size)
+        for size in cfg.event_bytes for b in cfg.batch_sizes for name in cfg.backends
+    ]
+
+
+def _repeat_order(cells: list[Cell], backends: list[str], rng: random.Random) -> list[Cell]:
+    """``cells`` in the order of one repeat: plan order, backends shuffled by ``rng``."""
+    order = list(backends)
+    rng.shuffle(order)
+    return sorted(cells, key=lambda c: (_group_key(c), order.index(c.backend)))
 
 
 def _group_key(cell: Cell) -> tuple:
@@ -481,6 +572,7 @@ def run_sweep(
     say=_say,
 ) -> SweepOutcome:
     """Run (or resume) a sweep into ``out_dir``; see the module docstring."""
+    t_start = time.monotonic()
     out = Path(out_dir)
     if resume:
         try:
@@ -524,12 +616,23 @@ def run_sweep(
         calibration = calibrate(tuple(cfg.work_us), tuple(cfg.workloads), tuple(cfg.event_bytes))
         if cfg.shuffle_seed is None:
             cfg.shuffle_seed = random.SystemRandom().randrange(2**31)
-        meta = res.collect_meta(cfg.to_dict(), calibration, {"shuffle_seed": cfg.shuffle_seed})
+        meta = res.collect_meta(cfg.to_dict(), calibration, {
+            "shuffle_seed": cfg.shuffle_seed, "elapsed_s": 0.0, "adaptive": None})
         meta["queue_dir_requested"] = queue_dir
         done = set()
 
     work_root = Path(queue_dir) if queue_dir else out / ".work"
     work_root.mkdir(parents=True, exist_ok=True)
+    if supply.AUTO in cfg.producers and not cfg.supply:
+        # Once per sweep, before any cell: the counts (and so the cell ids)
+        # must be the same for every repeat and after --resume.
+        cfg.supply = supply.probe_all(
+            _probe_keys(cfg), start_method=cfg.start_methods[0],
+            max_buffered_events=cfg.max_buffered_events, workdir=str(work_root),
+            calibration=calibration, usable_cores=usable_cores(), say=say,
+        )
+        cfg.supply["work_cost_us"] = dict(calibration.get("measured_us", {}))
+        meta["sweep"] = cfg.to_dict()
     from bench.measuring.events import CLOCK_DESCRIPTION, SEQ_STRIDE
 
     meta.update(
@@ -549,17 +652,13 @@ def run_sweep(
     meta.setdefault("cells", {})
     res.write_meta(out, meta)
 
-    cells = plan_cells(cfg)
+    cells = _only(cfg, plan_cells(cfg))
     # Backend order shuffled per repeat (seeded, recorded in meta.json), so
     # that no backend always runs right after another one's load.
     rng = random.Random(cfg.shuffle_seed if cfg.shuffle_seed is not None else 0)
     todo = []
     for r in range(cfg.repeat):
-        order = list(cfg.backends)
-        rng.shuffle(order)
-        ranked = sorted(enumerate(cells), key=lambda ic: (
-            _group_key(ic[1]), order.index(ic[1].backend)))
-        todo += [(r, c) for _, c in ranked if (c.cell_id, r) not in done]
+        todo += [(r, c) for c in _repeat_order(cells, cfg.backends, rng) if (c.cell_id, r) not in done]
     total = len(cells) * cfg.repeat
     per_cell = estimate_seconds(cfg, 1) / cfg.repeat
     say(
@@ -580,23 +679,42 @@ def run_sweep(
     counts = {"ok": 0, "failed": 0, "timeout": 0}
     interrupted = False
     writer = res.RunsWriter(out)
+    # The time budget counts every invocation of this sweep (resumes too).
+    spent_before = float(meta.get("elapsed_s") or 0.0)
+    ran_s: list[float] = []
+
+    def run_one(r: int, cell: Cell) -> None:
+        t_cell = time.monotonic()
+        label = f"{cell.cell_id} r{r}"
+        if bar:
+            bar.starting(label)
+        row, description = run_cell(cell, run, calibration, repeat=r)
+        if supply.AUTO in cfg.producers:
+            row["producers_setting"] = producers_setting(cfg, cell)
+        writer.append(row)
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+        if description:
+            meta["cells"][cell.cell_id] = description
+        if bar:
+            bar.finished(label, row)
+        elif row["status"] != "ok":
+            say(f"{label}: {row['status']}: {row['error']}")
+        ran_s.append(time.monotonic() - t_cell)
+
+    def elapsed() -> float:
+        return spent_before + time.monotonic() - t_start
+
     try:
         for r, cell in todo:
-            label = f"{cell.cell_id} r{r}"
-            if bar:
-                bar.starting(label)
-            row, description = run_cell(cell, run, calibration, repeat=r)
-            writer.append(row)
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
-            if description:
-                meta["cells"][cell.cell_id] = description
-            if bar:
-                bar.finished(label, row)
-            elif row["status"] != "ok":
-                say(f"{label}: {row['status']}: {row['error']}")
+            run_one(r, cell)
+        if (cfg.max_repeats or cfg.repeat) > cfg.repeat:
+            extra = _adaptive_rounds(cfg, cells, out, rng, run_one, elapsed, ran_s, per_cell,
+                                     bar, say)
+            meta["adaptive"] = extra
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        meta["elapsed_s"] = elapsed()
         writer.close()
         if bar:
             bar.close()
@@ -615,7 +733,8 @@ def run_sweep(
             res.write_pyperf(out, rows, meta)
         finally:
             finished = {(r["cell_id"], int(r["repeat"])) for r in rows}
-            complete = all((c.cell_id, r) in finished for r in range(cfg.repeat) for c in cells)
+            complete = not interrupted and all(
+                (c.cell_id, r) in finished for r in range(cfg.repeat) for c in cells)
             meta["finished_utc"] = res.utc_now() if complete else None
             res.write_meta(out, meta)
             if not queue_dir:
@@ -634,6 +753,55 @@ def run_sweep(
     else:
         say(f"done: {outcome.ok} ok, {outcome.failed} failed, {outcome.timeout} timed out -> {out}")
     return outcome
+
+
+def _adaptive_rounds(cfg, cells, out, rng, run_one, elapsed, ran_s, per_cell, bar, say) -> dict:
+    """Extra repeats for noisy cells (bench.measuring.adaptive); what meta.json records of them."""
+    threshold = adaptive.noise_threshold()
+    by_id = {c.cell_id: c for c in cells}
+    planned = {c.cell_id: cfg.repeat for c in cells}
+    budget_out = False
+    while True:
+        # Every row is on disk: RunsWriter syncs each one.
+        rows = adaptive.with_usable(res.read_runs(out), out / res.RUNS_CSV)
+        round_, _ = adaptive.next_round(by_id, rows, threshold, cfg.max_repeats)
+        if not round_:
+            break
+        order = _repeat_order([by_id[cid] for cid in round_], cfg.backends, rng)
+        if bar:
+            bar.total += len(order)
+        for cell in order:
+            # A cell's cost is known from the ones run so far; stop before a
+            # run that would overrun the budget, not after.
+            cost = (sum(ran_s) / len(ran_s)) if ran_s else per_cell
+            if cfg.time_budget is not None and elapsed() + cost > cfg.time_budget:
+                budget_out = True
+                break
+            run_one(round_[cell.cell_id], cell)
+        if budget_out:
+            break
+    rows = adaptive.with_usable(res.read_runs(out), out / res.RUNS_CSV)
+    state = adaptive.cell_state(rows)
+    extra = {cid: state[cid]["repeats"] - planned[cid] for cid in by_id
+             if cid in state and state[cid]["repeats"] > planned[cid]}
+    still = adaptive.needing_more(by_id, rows, threshold)
+    record = {
+        "noise_threshold": threshold,
+        "max_repeats": cfg.max_repeats,
+        "time_budget": cfg.time_budget,
+        "extra_repeats": extra,
+        "still_noisy": still,
+        "budget_ran_out": budget_out,
+    }
+    if extra:
+        say("extra repeats: " + ", ".join(f"{cid} +{n}" for cid, n in sorted(extra.items())))
+    if still:
+        why = "the time budget ran out" if budget_out else f"max_repeats = {cfg.max_repeats}"
+        say(f"still noisy when {why}: "
+            + "; ".join(f"{cid} ({r})" for cid, r in sorted(still.items())))
+    elif extra:
+        say("every cell's spread is now within the noise threshold")
+    return record
 
 
 def count_cells(cfg: SweepConfig) -> int:

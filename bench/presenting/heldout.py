@@ -99,6 +99,9 @@ def heldout_section(doc, result_dir, name: str) -> dict | None:
         )
         doc.table(["role", "backend", "batch", "consumers", "events/s median [min-max]",
                    "valid repeats", "vs best"], _rows(outcome))
+        skipped = [f"{k.get('role', '?')} ({k.get('why', '')})" for k in outcome.get("skipped") or []]
+        if skipped:
+            doc.p("Neighbours not measured: " + "; ".join(skipped) + ".")
     return data
 
 

@@ -124,7 +124,8 @@ def _mark_cores(ax, cores, producers=0):
     if cores:
         # The producers run on the same cores: the line is where consumers
         # plus producers fill the machine.
-        p = int(producers or 0)
+        # "auto" producers (sized per cell): at least one beside the consumers.
+        p = 1 if producers == "auto" else int(producers or 0)
         at = max(1, int(cores) - p)
         label = f"{cores} logical cores" if not p else f"{at} consumers + {p} producer(s) = {cores} cores"
         ax.axvline(at, color="0.4", linestyle=":", linewidth=1.2, label=label)

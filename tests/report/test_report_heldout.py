@@ -38,7 +38,8 @@ VERIFY = {
          "candidates": [_cand("recommended", 100, 1, 4_000.0, 3_900.0, 4_100.0),
                         _cand("consumers-up", 100, 2, 8_000.0, 7_800.0, 8_100.0)],
          "best": {"batch_size": 100, "consumers": 2, "events_per_s_median": 8_000.0},
-         "ratio": 0.5, "passed": False, "reason": ""},
+         "ratio": 0.5, "passed": False, "reason": "",
+         "skipped": [{"role": "batch-down", "why": "no smaller batch size in the set"}]},
         {"scenario": {**SCENARIO, "work_us": 10.0},
          "recommended": {"backend": "turbo", "batch_size": 10, "consumers": 2},
          "candidates": [_cand("recommended", 10, 2, None, None, None, valid=0)],
@@ -65,6 +66,7 @@ def test_verified_set_shows_each_outcome(tmp_path):
     assert "| batch-down | turbo_queue | 100 | 2 | 100,000 [99,000-101,000] | 3/3 | 1.000 |" in passed
     assert "| recommended | turbo_queue | 1000 | 2 | 98,000 [97,000-99,500] | 3/3 | 0.980 |" in passed
     assert "FAILED" in failed and "ratio 0.500" in failed
+    assert "Neighbours not measured: batch-down (no smaller batch size in the set)." in failed
     assert "UNDECIDED" in undecided and "no valid repeat of the recommended configuration" in undecided
     assert "| recommended | turbo_queue | 10 | 2 | - | 0/3 | - |" in undecided
 

@@ -204,3 +204,19 @@ def test_a_set_of_open_loop_cells_only_still_reports(tmp_path):
     md = rep.markdown_path.read_text()
     assert "### 6. Latency vs throughput" in md and "### 1. Scaling" not in md
     assert (tmp_path / "r" / "open_loop_cells.csv").is_file()
+
+
+def test_auto_producers_fill_time_uses_each_cells_producers(tmp_path):
+    # --producers auto: the scenario is "auto", the count is each cell's own (2 here)
+    d = write_result_set(tmp_path, [_turbo()], consumers=(1, 2), producers=(2,),
+                         open_loop=("rate:1000", "rate:5000"))
+    runs = pd.read_csv(d / "runs.csv", keep_default_na=False)
+    runs["producers_setting"] = "auto"
+    runs.to_csv(d / "runs.csv", index=False)
+    rs, cells, ol, s = _loaded(d)
+    assert s["producers"] == "auto"
+    t = batching_table(ol, s, 1.0).set_index(["batch_size", "consumers", "load"])
+    assert t.loc[(100, 1, "rate:1000"), "fill_ms"] == pytest.approx(200.0)  # 100 / (1000 / 2)
+    rec = recommend_rate(cells, ol, s, 5000, 50, 1.0)
+    assert rec.ok and rec.choice.producers == 2 and "beside 2 producers" in rec.headline()
+    assert rec.choice.fill_ms == pytest.approx(rec.choice.batch_size * 2 / 5000 * 1e3)

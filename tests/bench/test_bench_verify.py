@@ -1,0 +1,248 @@
+"""bench verify: the neighbours it measures, its verdict, and one real run.
+
+Run with::
+
+    python -m pytest tests/bench/test_bench_verify.py
+
+The verdict tests work on hand-made frames; the end-to-end test re-measures a
+hand-made result set's recommendation with real (tiny) cells.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.__main__ import main
+from bench.analysing import verify as v
+from bench.analysing.loading import aggregate, find_result_dirs, load_result_set, scenarios
+from bench.analysing.recommend import recommend_all
+from bench.measuring.cell import leaked_children
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _handmade_set import scaling_set, turbo_row, write_set  # noqa: E402
+
+SCENARIO = {"start_method": "fork", "producers": 1, "work_us": 20.0, "workload": "busy",
+            "event_bytes": 300, "load": "closed"}
+
+
+def _frame(values: dict[tuple[int, int], list], invalid: dict | None = None) -> pd.DataFrame:
+    """runs as the analysis loads them: (batch, consumers) -> events/s of each repeat."""
+    rows = []
+    for (b, c), eps in values.items():
+        for r, e in enumerate(eps):
+            bad = (invalid or {}).get((b, c), set())
+            rows.append({"backend": "turbo", "start_method": "fork", "producers": 1,
+                         "producers_setting": "1", "work_us": 20.0, "workload": "busy",
+                         "event_bytes": 300, "load": "closed", "batch_size": b,
+                         "consumers": c, "repeat": r, "status": "ok", "events_per_s": e,
+                         "usable": r not in bad})
+    return pd.DataFrame(rows)
+
+
+def _candidates(*roles):
+    cands = {"recommended": (100, 2), "batch-down": (10, 2), "batch-up": (1000, 2),
+             "consumers-down": (100, 1), "consumers-up": (100, 3)}
+    return [{"backend": "turbo", "batch_size": cands[r][0], "consumers": cands[r][1], "role": r}
+            for r in roles]
+
+
+def _outcome(frame, *roles, threshold=v.THRESHOLD):
+    plan = [{"scenario": SCENARIO, "recommended": {"backend": "turbo", "batch_size": 100,
+                                                    "consumers": 2},
+             "candidates": _candidates(*roles)}]
+    return v.outcomes(frame, plan, threshold)[0]
+
+
+# -- neighbours ---------------------------------------------------------------
+
+
+def test_neighbours_are_the_next_batch_sizes_and_one_consumer_either_side():
+    cands, skipped = v.neighbours(100, 2, [10, 100, 1000, 10000], cap=3)
+    assert cands == [("recommended", 100, 2), ("batch-down", 10, 2), ("batch-up", 1000, 2),
+                     ("consumers-down", 100, 1), ("consumers-up", 100, 3)]
+    assert skipped == []
+
+
+def test_neighbours_stop_at_the_edges_and_the_cores():
+    cands, skipped = v.neighbours(10, 1, [10, 100], cap=1)
+    assert [r for r, _, _ in cands] == ["recommended", "batch-up"]
+    assert {r for r, _ in skipped} == {"batch-down", "consumers-down", "consumers-up"}
+    # The core cap counts the producers, as the recommendation's does.
+    assert v.consumer_cap(4, 1) == 3
+    assert v.consumer_cap(4, "auto") == 3
+    assert v.consumer_cap(2, 2) == 1
+
+
+# -- the verdict ----------------------------------------------------------------
+
+
+def test_verdict_passes_within_the_threshold_of_the_best_neighbour():
+    frame = _frame({(100, 2): [96, 97, 95], (10, 2): [60, 61, 62], (1000, 2): [100, 99, 101]})
+    out = _outcome(frame, "recommended", "batch-down", "batch-up")
+    assert out["passed"] is True
+    assert out["best"] == {"batch_size": 1000, "consumers": 2, "events_per_s_median": 100.0}
+    assert out["ratio"] == pytest.approx(0.96)
+    rec = out["candidates"][0]
+    assert rec["role"] == "recommended"
+    assert (rec["events_per_s_median"], rec["events_per_s_min"], rec["events_per_s_max"]) == (
+        96, 95, 97)
+    assert rec["repeats"] == rec["valid_repeats"] == 3
+
+
+def test_verdict_fails_when_a_neighbour_is_clearly_faster():
+    frame = _frame({(100, 2): [90, 91, 89], (100, 3): [100, 101, 99]})
+    out = _outcome(frame, "recommended", "consumers-up")
+    assert out["passed"] is False
+    assert out["ratio"] == pytest.approx(0.90)
+    assert "3 consumers" in out["reason"]
+    assert v.exit_code([out]) == 1
+
+
+def test_invalid_repeats_do_not_count():
+    # The neighbour's fast repeat is invalid: without it the recommendation is the best.
+    frame = _frame({(100, 2): [100, 100, 100], (10, 2): [500, 90, 91]}, invalid={(10, 2): {0}})
+    out = _outcome(frame, "recommended", "batch-down")
+    assert out["passed"] is True and out["ratio"] == 1.0
+    down = out["candidates"][1]
+    assert down["valid_repeats"] == 2 and down["repeats"] == 3
+    assert down["events_per_s_max"] == 91
+
+
+def test_undecided_without_valid_repeats_of_the_recommendation_or_of_any_neighbour():
+    frame = _frame({(100, 2): [100, 100], (10, 2): [90, 90]}, invalid={(100, 2): {0, 1}})
+    out = _outcome(frame, "recommended", "batch-down")
+    assert out["passed"] is None and out["ratio"] is None
+    assert "recommended configuration has no valid repeat" in out["reason"]
+    frame = _frame({(100, 2): [100, 100], (10, 2): [90, 90]}, invalid={(10, 2): {0, 1}})
+    out = _outcome(frame, "recommended", "batch-down")
+    assert out["passed"] is None and "no neighbour" in out["reason"]
+    # A neighbour never measured at all is undecided too, and not a pass.
+    out = _outcome(_frame({(100, 2): [100, 100]}), "recommended", "batch-up")
+    assert out["passed"] is None
+    assert v.exit_code([out]) == 1
+
+
+def test_verify_json_has_the_agreed_shape_and_no_nan():
+    frame = _frame({(100, 2): [100, 100], (10, 2): [90, 90]})
+    outs = [_outcome(frame, "recommended", "batch-down", "batch-up")]  # batch-up unmeasured
+    doc = v.document("src", "verify", "python -m bench verify src", 0.95, 2, outs, "now")
+    text = json.dumps(doc, allow_nan=False)  # NaN would make it invalid JSON
+    back = json.loads(text)
+    assert set(back) >= {"schema_version", "verified_utc", "source", "run_dir", "command",
+                         "threshold", "cores", "outcomes"}
+    o = back["outcomes"][0]
+    assert set(o) >= {"scenario", "recommended", "candidates", "best", "ratio", "passed",
+                      "reason"}
+    assert o["scenario"] == SCENARIO
+    up = o["candidates"][2]
+    assert up["role"] == "batch-up" and up["events_per_s_median"] is None
+    assert up["valid_repeats"] == 0
+
+
+# -- from a result set ------------------------------------------------------------
+
+
+def test_targets_follow_the_sets_recommendation(tmp_path):
+    rs = load_result_set(scaling_set(tmp_path / "set"))
+    cells = aggregate(rs.runs)
+    recs = recommend_all(cells, rs.runs, scenarios(cells), rs.cores)
+    assert recs[0].ok and (recs[0].batch_size, recs[0].consumers) == (100, 1)
+    plan = v.targets(recs, cells, usable_cores=4)
+    assert len(plan) == 1
+    t = plan[0]
+    assert t["scenario"]["producers"] == 1 and t["scenario"]["work_us"] == 20
+    assert [(c["role"], c["batch_size"], c["consumers"]) for c in t["candidates"]] == [
+        ("recommended", 100, 1), ("batch-down", 10, 1), ("batch-up", 1000, 1),
+        ("consumers-up", 100, 2)]
+    # On 2 cores one producer leaves room for 1 consumer: no consumers-up.
+    plan = v.targets(recs, cells, usable_cores=2)
+    assert "consumers-up" not in [c["role"] for c in plan[0]["candidates"]]
+
+
+def test_verify_config_runs_only_the_candidates_with_the_sets_settings(tmp_path):
+    from bench.measuring.sweep import _only, plan_cells
+
+    rs = load_result_set(scaling_set(tmp_path / "set", duration=0.25))
+    cells = aggregate(rs.runs)
+    plan = v.targets(recommend_all(cells, rs.runs, scenarios(cells), rs.cores), cells, 4)
+    cfg = v.verify_config(rs.meta["sweep"], plan, repeat=2, max_repeats=None, time_budget=None)
+    assert (cfg.warmup, cfg.duration, cfg.cell_timeout) == (0.1, 0.25, 30)
+    assert cfg.producers == [1] and cfg.work_us == [20.0]
+    ids = sorted(c.cell_id for c in _only(cfg, plan_cells(cfg)))
+    assert ids == sorted([
+        "turbo-fork-p1-c1-b100-w20-busy-e300", "turbo-fork-p1-c1-b10-w20-busy-e300",
+        "turbo-fork-p1-c1-b1000-w20-busy-e300", "turbo-fork-p1-c2-b100-w20-busy-e300"])
+    assert len(plan_cells(cfg)) == 6  # the grid has 2 cells no candidate asked for
+
+
+def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys):
+    assert main(["verify", str(tmp_path / "missing")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    # One consumer count only: nothing is recommended, so nothing to verify.
+    rows = [turbo_row(1, 100, 1000.0 + r, r, work_us=20.0) for r in range(3)]
+    d = write_set(tmp_path / "thin", rows)
+    assert main(["verify", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert "no recommendation to verify" in err and "too few points" in err
+    assert not (d / "verify").exists()
+
+
+@pytest.mark.timeout(240)
+def test_verify_end_to_end_on_a_hand_made_set(tmp_path, capsys):
+    d = scaling_set(tmp_path / "20260101T000000Z-handmade", duration=0.3)
+    code = main(["verify", str(d), "--repeat", "1", "--max-repeats", "2", "--no-progress"])
+    out = capsys.readouterr().out
+    doc = json.loads((d / "verify.json").read_text())
+    assert doc["source"] == d.name and doc["run_dir"] == "verify" and doc["threshold"] == 0.95
+    (o,) = doc["outcomes"]
+    assert o["recommended"] == {"backend": "turbo", "batch_size": 100, "consumers": 1}
+    roles = [c["role"] for c in o["candidates"]]
+    assert roles[0] == "recommended" and {"batch-down", "batch-up"} <= set(roles)
+    # Exit status and verdict agree, whatever this loaded machine measured.
+    assert code == (0 if o["passed"] is True else 1)
+    assert ("PASS" if o["passed"] else "FAIL" if o["passed"] is False else "UNDECIDED") in out
+    for c in o["candidates"]:
+        assert 1 <= c["repeats"] <= 2 and 0 <= c["valid_repeats"] <= c["repeats"]
+        if c["valid_repeats"]:
+            assert c["events_per_s_min"] <= c["events_per_s_median"] <= c["events_per_s_max"]
+    if o["passed"] is not None:
+        assert math.isclose(o["ratio"], o["candidates"][0]["events_per_s_median"]
+                            / o["best"]["events_per_s_median"])
+    # The fresh run is a result set of its own, of the candidates' cells only ...
+    fresh = load_result_set(d / "verify")
+    measured = set(zip(fresh.runs["batch_size"], fresh.runs["consumers"]))
+    assert measured == {(c["batch_size"], c["consumers"]) for c in o["candidates"]}
+    assert set(fresh.runs["work_us"]) == {20.0} and set(fresh.runs["producers"]) == {1}
+    # ... which is not taken for a top-level result set beside its source.
+    assert find_result_dirs(tmp_path) == [d]
+    assert leaked_children() == []
+    # A finished verify run is not overwritten.
+    assert main(["verify", str(d)]) == 2
+    assert "already holds a finished verify run" in capsys.readouterr().err
+
+
+def test_an_auto_producers_scenario_is_verified_with_auto_producers():
+    scenario = {**SCENARIO, "producers": "auto"}
+    frame = _frame({(100, 2): [100, 100], (100, 3): [104, 104]})
+    # auto sized 1 producer at 2 consumers and 2 at 3: both cells are the scenario's.
+    frame["producers_setting"] = "auto"
+    frame.loc[frame["consumers"] == 3, "producers"] = 2
+    plan = [{"scenario": scenario, "recommended": {"backend": "turbo", "batch_size": 100,
+                                                    "consumers": 2},
+             "candidates": _candidates("recommended", "consumers-up")}]
+    (out,) = v.outcomes(frame, plan)
+    assert [c["valid_repeats"] for c in out["candidates"]] == [2, 2]
+    assert out["passed"] is True and out["ratio"] == pytest.approx(100 / 104)
+    # The same rows under a fixed count are not this scenario's.
+    (fixed,) = v.outcomes(frame, [{**plan[0], "scenario": SCENARIO}])
+    assert fixed["passed"] is None
+    cfg = v.verify_config({"warmup": 0.1, "duration": 0.2}, plan, repeat=1, max_repeats=None,
+                          time_budget=None)
+    assert cfg.producers == ["auto"]
+    assert {c["producers_setting"] for c in cfg.only_cells} == {"auto"}
