@@ -142,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     p = sub.add_parser("run", help="quick sweep, then the report")
     _add_sweep_options(p)
+    r = p.add_argument_group("report (passed through to python -m bench report)")
+    r.add_argument("--expected-rate", metavar="EVENTS_PER_S", type=_report_type("parse_rate"),
+                   help="recommend what carries this many events/s within --latency-budget "
+                        "at the least CPU")
+    r.add_argument("--latency-budget", metavar="DURATION", type=_report_type("parse_duration_ms"),
+                   help="p99 latency budget of the recommendation: 50ms, 0.05s, 500us")
     p = sub.add_parser("sweep", help="run a sweep and write results")
     p.add_argument("--scenario", choices=SCENARIOS, default="queue",
                    help="queue: producers -> queue -> consumers (default); kafka: the Kafka pipeline "
@@ -303,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return code
-            report_code = delegate("report", [str(out)])
+            report_code = delegate("report", [str(out), *_report_flags(args)])
             return code or report_code
         if args.command == "calibrate":
             return cmd_calibrate(args)
@@ -339,6 +345,29 @@ def _bool_arg(text: str) -> bool:
     if value in ("false", "no", "0", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _report_type(parser_name: str):
+    """An argparse type checked by the report's own parser, so a bad value stops ``run``
+    before its sweep; the text itself is passed on (the report module is imported only then)."""
+
+    def parse(text: str) -> str:
+        from bench.presenting import report
+
+        getattr(report, parser_name)(text)
+        return text
+
+    return parse
+
+
+def _report_flags(args) -> list[str]:
+    """The report's own flags given to ``run``, as ``bench report`` takes them."""
+    out = []
+    for name in ("expected_rate", "latency_budget"):
+        value = getattr(args, name, None)
+        if value is not None:
+            out += [f"--{name.replace('_', '-')}", str(value)]
+    return out
 
 
 SCENARIOS = ("queue", "kafka")

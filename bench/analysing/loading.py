@@ -48,12 +48,20 @@ V2_COLUMN_KINDS = {
 MAX_WORK_DRIFT_PCT = 10.0
 MAX_STEAL_PCT = 5.0
 MIN_DRIFT_US = 1.0
+#: A cell whose CPU clock lies further than this from the set's median clock
+#: ran on a CPU of another speed than its neighbours: its throughput is not
+#: comparable with theirs (frequency scaling, boost, another host).
+MAX_CLOCK_DRIFT_PCT = 10.0
 PRODUCER_SATURATED_PCT = 90.0
 #: Tolerance of the retro-check on v1 rows, which lack overhead_err_us: CPU
 #: times are read in 10 ms ticks per process, and the calibration is good to
 #: about 2% of the work.
 CPU_TICK_S = 0.01
 CALIBRATION_TOLERANCE = 0.02
+#: An open-loop row that achieved this share of its offered rate carried it
+#: (the harness's bench.measuring.validity.CARRIED_SHARE); below it the
+#: queue (or the producers) could not keep up: a saturated point.
+CARRIED_SHARE = 0.95
 
 #: The scaling axis of every curve: producers are usually fixed (often 1) and
 #: the user's question is how many consumers to run.
@@ -76,6 +84,7 @@ REQUIRED_COLUMNS = ("schema_version", "cell_id", "repeat", *(k for k in CELL_KEY
 #: Derived per-row columns (computed before aggregation so that their repeats
 #: are aggregated like measured columns).
 DERIVED_COLUMNS = (
+    "cpu_us_per_event",
     "ctx_per_event",
     "useful_pct",
     "overhead_pct",
@@ -188,9 +197,20 @@ def load_runs(path: str | os.PathLike) -> pd.DataFrame:
     runs["status"] = runs["status"].str.strip().str.lower()
     # A v1 set has no load column: every one of its cells is closed loop.
     runs["load"] = runs["load"].str.strip().replace("", "closed")
+    runs["offered_rate"] = runs["offered_rate"].fillna(runs["load"].map(_rate_of_load))
     _add_derived(runs)
     check_validity(runs)
     return runs.copy()  # consolidate the blocks the column fixes above left scattered
+
+
+def _rate_of_load(load: str) -> float:
+    """'rate:5000' -> 5000.0; anything else (closed, frac:f) -> NaN (frac needs the row's offered_rate)."""
+    if isinstance(load, str) and load.startswith("rate:"):
+        try:
+            return float(load[5:])
+        except ValueError:
+            return np.nan
+    return np.nan
 
 
 def _parse_bool(v):
@@ -209,8 +229,9 @@ def check_validity(runs: pd.DataFrame) -> None:
 
     Adds ``made_before_checks`` (True for rows whose writer recorded no
     ``valid``: v1 sets), ``producer_bound`` (the producers, not the queue,
-    limited the cell: ``bottleneck == producers``, or their CPU at >= 90% of
-    the window for v1 rows), ``check_flags`` (what the reader's own checks
+    limited a closed-loop cell: ``bottleneck == producers``, or their CPU at
+    >= 90% of the window for v1 rows), ``saturated`` (an open-loop row that
+    did not carry its offered rate: achieved < 95% of offered), ``check_flags`` (what the reader's own checks
     found, "; "-joined), ``exclude_reason`` (why the row is kept out of fits,
     efficiencies and the recommendation: the writer's ``invalid_reason``, the
     reader's flags, producer-bound) and ``usable`` (ok and nothing to exclude).
@@ -235,8 +256,19 @@ def check_validity(runs: pd.DataFrame) -> None:
         + CALIBRATION_TOLERANCE * work
     )
     bott = runs["bottleneck"].str.strip().str.lower()
-    bound = (bott == "producers") | ((bott == "") & (prod_cpu >= PRODUCER_SATURATED_PCT))
+    closed = runs["load"] == "closed"
+    # In open loop the harness names the producers the bottleneck when the
+    # offered rate was carried: the schedule is the limit by design, so it
+    # is not a producer-bound point.  What matters there is whether the
+    # rate was carried (``saturated`` when not).
+    bound = closed & (
+        (bott == "producers") | ((bott == "") & (prod_cpu >= PRODUCER_SATURATED_PCT))
+    )
     runs["producer_bound"] = bound & ok
+    runs["saturated"] = (
+        ok & ~closed & (runs["events_per_s"] < CARRIED_SHARE * runs["offered_rate"])
+    )
+    clock = runs.loc[ok, "cpu_mhz"].median()
     flags, excl = [], []
     for i in runs.index:
         f = []
@@ -261,6 +293,12 @@ def check_validity(runs: pd.DataFrame) -> None:
         # cost of work under 1 us is within the timer's noise, not a drift.
         if pd.notna(drift) and drift > MAX_WORK_DRIFT_PCT and not work[i] < MIN_DRIFT_US:
             f.append(f"work cost drifted {drift:.0f}% from the calibration (> {MAX_WORK_DRIFT_PCT:g}%)")
+        mhz = runs.at[i, "cpu_mhz"]
+        if pd.notna(mhz) and pd.notna(clock) and clock > 0 and abs(mhz - clock) / clock * 100 > MAX_CLOCK_DRIFT_PCT:
+            f.append(
+                f"CPU clock {mhz:.0f} MHz, {abs(mhz - clock) / clock * 100:.0f}% from the set's median "
+                f"{clock:.0f} MHz (> {MAX_CLOCK_DRIFT_PCT:g}%): the CPU speed changed between cells"
+            )
         steal = runs.at[i, "steal_pct"]
         if pd.notna(steal) and steal > MAX_STEAL_PCT:
             f.append(f"steal time {steal:.1f}% (> {MAX_STEAL_PCT:g}%)")
@@ -285,7 +323,7 @@ def check_validity(runs: pd.DataFrame) -> None:
 
 
 #: Words that mark one kind of check in both the harness's and the reader's reasons.
-_SAME_KIND = ("drift", "steal", "negative")
+_SAME_KIND = ("drift", "steal", "negative", "clock")
 
 
 def excluded_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -301,6 +339,11 @@ def usable_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _add_derived(runs: pd.DataFrame) -> None:
     """Per-row derived columns (see DERIVED_COLUMNS)."""
+    # All the CPU the cell's processes used, per event: what carrying a rate costs.
+    cpu_s = runs[["producer_user_s", "producer_sys_s", "consumer_user_s", "consumer_sys_s"]].sum(
+        axis=1, min_count=4
+    )
+    runs["cpu_us_per_event"] = cpu_s / runs["events"].where(runs["events"] > 0) * 1e6
     runs["ctx_per_event"] = runs["ctx_voluntary_per_event"].fillna(0) + runs[
         "ctx_involuntary_per_event"
     ].fillna(0)
@@ -427,6 +470,7 @@ def aggregate(runs: pd.DataFrame, closed_only: bool = True) -> pd.DataFrame:
             exclude_reason=("exclude_reason", _first_error),
             made_before_checks=("made_before_checks", "any"),
             producer_bound=("producer_bound", "any"),
+            saturated=("saturated", "any"),
             producers_setting=("producers_setting", "first"),
         )
         .reset_index()

@@ -5,8 +5,12 @@ Rules (issue 4), applied per scenario (one combination of
 
 * **Process count** (consumers; producers are fixed by the scenario): for each
   turbo batch size, the largest consumer count N such that scaling efficiency
-  ``X(N) / (N * X(n0) / n0)`` stays at or above the threshold at N and at every
-  smaller measured count (a failed cell ends the run of counts); lowered to
+  ``X(N) / (N * lambda)`` stays at or above the threshold at N and at every
+  smaller measured count (a failed cell ends the run of counts), where lambda
+  is the USL fit's single-process rate when the fit resolves it and the
+  best-supported single-consumer estimate otherwise (see
+  :func:`per_process_rate`; an efficiency above 1 is flagged in the notes,
+  since one slow base cell would otherwise inflate every count); lowered to
   floor(N*) of that curve's USL fit when N* is smaller (only when at least
   :data:`bench.analysing.usl.MIN_POINTS` counts were measured, since N* of a thinner fit
   is not trustworthy); and bounded by the machine's logical cores.  The batch
@@ -74,29 +78,99 @@ def is_batched(cells: pd.DataFrame, backend: str) -> bool:
 # --------------------------------------------------------------------------- curves
 
 
-def curve(cells: pd.DataFrame, backend: str, batch_size) -> pd.DataFrame:
+#: An efficiency this far above 1 is flagged: no process count can beat N
+#: times the single-process rate, so the base it is measured against is
+#: too low (a slow base cell, or the CPU ran faster in the other cells).
+SUPERLINEAR = 1.05
+
+
+def per_process_rate(okc: pd.DataFrame, fit: USLFit | None) -> tuple[float, str, float]:
+    """(events/s of one consumer, where it comes from, the count it was measured at or NaN).
+
+    The fitted lambda when the fit resolves it (more counts than parameters,
+    a tight error): it rests on every point, not on one base cell.  Otherwise
+    the best-supported single-consumer estimate: the smallest count's cell,
+    unless a larger count ran faster per process (by more than
+    :data:`SUPERLINEAR`), which under the scaling law bounds lambda from
+    below: then that largest per-process rate.
+    """
+    if fit is not None and fit.lambda_resolved:
+        return float(fit.lam), "the fitted lambda", math.nan
+    base = okc.iloc[0]
+    base_n = float(base[SCALING_AXIS])
+    base_rate = float(base["events_per_s"]) / base_n
+    per = okc["events_per_s"] / okc[SCALING_AXIS]
+    top = float(per.max())
+    if top > SUPERLINEAR * base_rate:
+        at = float(okc.loc[per.idxmax(), SCALING_AXIS])
+        return top, (
+            f"the largest per-process rate measured (at {_fmt_n(_plain(at))} consumers: the "
+            f"{_fmt_n(_plain(base_n))}-consumer cell ran slower per process)"
+        ), at
+    return base_rate, f"the {_fmt_n(_plain(base_n))}-consumer cell", base_n
+
+
+def curve(cells: pd.DataFrame, backend: str, batch_size, fit: USLFit | None = None) -> pd.DataFrame:
     """One scaling curve (cells of one scenario, backend and batch size), with efficiency.
 
     Adds ``efficiency`` (and ``efficiency_min``/``_max`` from the min/max of
-    repeats against the median base) and ``base_n`` (the consumer count the
-    efficiency is relative to: 1 when measured, else the smallest measured).
-    Failed cells stay in the frame with NaN metrics so callers can list them;
+    repeats) against the single-process rate of :func:`per_process_rate`
+    (``per_process``, described by ``efficiency_base``; ``base_n`` is the
+    count it was measured at, NaN for the fitted lambda), ``efficiency_vs_base``
+    (against the smallest count's cell, as the rate a reader may assume) and
+    ``superlinear`` (either efficiency above :data:`SUPERLINEAR`).  Failed
+    cells stay in the frame with NaN metrics so callers can list them;
     plotting code drops them.
     """
     c = select(cells, backend=backend, batch_size=batch_size).sort_values(SCALING_AXIS).copy()
     okc = c[~c["failed"]]
     if okc.empty:
-        c["base_n"] = np.nan
+        c["base_n"] = c["per_process"] = np.nan
+        c["efficiency_base"] = ""
         c["efficiency"] = c["efficiency_min"] = c["efficiency_max"] = np.nan
+        c["efficiency_vs_base"] = np.nan
+        c["superlinear"] = False
         return c
+    per_proc, source, base_n = per_process_rate(okc, fit)
     base = okc.iloc[0]
-    per_proc = base["events_per_s"] / base[SCALING_AXIS]
-    c["base_n"] = base[SCALING_AXIS]
+    c["base_n"] = base_n
+    c["per_process"] = per_proc
+    c["efficiency_base"] = source
     denom = c[SCALING_AXIS] * per_proc
     c["efficiency"] = c["events_per_s"] / denom
     c["efficiency_min"] = c["events_per_s_min"] / denom
     c["efficiency_max"] = c["events_per_s_max"] / denom
+    c["efficiency_vs_base"] = c["events_per_s"] / (
+        c[SCALING_AXIS] * base["events_per_s"] / base[SCALING_AXIS]
+    )
+    c["superlinear"] = (c["efficiency"] > SUPERLINEAR) | (c["efficiency_vs_base"] > SUPERLINEAR)
     return c
+
+
+def superlinear_note(c: pd.DataFrame, label: str) -> str:
+    """A note naming the counts of a curve whose efficiency is above 1, or ''."""
+    okc = c[~c["failed"]]
+    if okc.empty:
+        return ""
+    base_n = _fmt_n(_plain(okc.iloc[0][SCALING_AXIS]))
+    vs_base = okc[okc["efficiency_vs_base"] > SUPERLINEAR]
+    vs_rate = okc[okc["efficiency"] > SUPERLINEAR]
+
+    def counts(df, col):
+        return ", ".join(f"{_fmt_n(_plain(r[SCALING_AXIS]))} ({r[col]:.2f})" for _, r in df.iterrows())
+
+    parts = []
+    if not vs_base.empty:
+        parts.append(f"against the {base_n}-consumer cell at {counts(vs_base, 'efficiency_vs_base')} consumers")
+    if not vs_rate.empty:
+        parts.append(f"against {okc['efficiency_base'].iloc[0]} at {counts(vs_rate, 'efficiency')} consumers")
+    if not parts:
+        return ""
+    return (
+        f"{label}: efficiency above 1 {'; '.join(parts)}. No count can beat N x the one-process "
+        "rate, so the base was slow or the CPU speed changed between cells; the efficiency rule "
+        f"uses {okc['efficiency_base'].iloc[0]}"
+    )
 
 
 def best_batch(cells: pd.DataFrame, backend: str):
@@ -174,6 +248,7 @@ class Recommendation:
     turbo_eps_max: float = math.nan
     turbo_p99_ms: float = math.nan
     base_n: float = math.nan
+    efficiency_base: str = ""  # what efficiency was measured against (see per_process_rate)
     comparisons: list[Comparison] = field(default_factory=list)
     per_batch: pd.DataFrame | None = None  # count rule per batch size
     at_count: pd.DataFrame | None = None  # batch rule table at the count
@@ -288,7 +363,7 @@ def recommend(
         sc = sc.assign(failed=sc["failed"] | sc["excluded"])
     turbo = sc[sc["backend"] == TURBO]
     if turbo.empty:
-        rec.refusals.append("turbo was not measured in this scenario")
+        rec.refusals.append("turbo has no closed-loop cell in this scenario (producers flat out)")
         return rec
     if fits is None:
         fits = fit_curves(runs, scenario)
@@ -331,7 +406,7 @@ def recommend(
         b = _plain(b)
         rows.append(
             _count_for_batch(
-                curve(sc, TURBO, b),
+                curve(sc, TURBO, b, fits.get((TURBO, b))),
                 fits.get((TURBO, b)),
                 cores,
                 efficiency_threshold,
@@ -363,12 +438,18 @@ def recommend(
     rec.consumers_measured = int(ref["measured"])
     rec.bounded_by = ref["bounded_by"]
     rec.base_n = float(ref["base_n"])
-    if rec.base_n != 1:
+    rec.efficiency_base = str(ref["efficiency_base"])
+    measured_counts = turbo.loc[~turbo["failed"], SCALING_AXIS]
+    if not (measured_counts == 1).any():
         rec.notes.append(
-            f"1 consumer was not measured: efficiency is relative to {_fmt_n(rec.base_n)} "
-            f"consumers (X({_fmt_n(rec.base_n)}) / {_fmt_n(rec.base_n)} per process)"
+            f"1 consumer was not measured: efficiency is relative to {rec.efficiency_base}"
+            + (f" (X({_fmt_n(rec.base_n)}) / {_fmt_n(rec.base_n)} per process)"
+               if math.isfinite(rec.base_n) and rec.base_n != 1 else "")
         )
     for note in per_batch["note"]:
+        if note:
+            rec.notes.append(note)
+    for note in per_batch["superlinear"]:
         if note:
             rec.notes.append(note)
 
@@ -414,7 +495,7 @@ def recommend(
     # was judged against, and the efficiency runs of both batch sizes.
     rest = [choice, eligible.sort_values("events_per_s").iloc[-1]]
     for b in {rec.batch_size, rec.reference_batch}:
-        cb = curve(sc, TURBO, b)
+        cb = curve(sc, TURBO, b, fits.get((TURBO, b)))
         rest.extend(r for _, r in cb[(cb[SCALING_AXIS] <= n) & ~cb["failed"]].iterrows())
     partial = sorted({r["cell_id"] for r in rest if 0 < r["n_ok"] < r["n_runs"]})
     if partial:
@@ -454,6 +535,8 @@ def _count_for_batch(c: pd.DataFrame, fit: USLFit | None, cores, threshold, budg
         "p99_ms": math.nan,
         "fits_budget": False,
         "note": "",
+        "efficiency_base": "",
+        "superlinear": "",
     }
     if c.empty or c.iloc[0]["failed"]:
         if not c.empty:
@@ -463,8 +546,13 @@ def _count_for_batch(c: pd.DataFrame, fit: USLFit | None, cores, threshold, budg
             )
         return row
     row["base_n"] = float(c.iloc[0]["base_n"])
-    n_eff = None
-    for _, r in c.iterrows():
+    row["efficiency_base"] = c.iloc[0]["efficiency_base"]
+    row["superlinear"] = superlinear_note(c, f"turbo batch {b}")
+    # The smallest count is always allowed: against the fitted lambda a slow
+    # base cell may fall below the threshold, and that says the cell was
+    # slow, not that one consumer is too many.
+    n_eff = _plain(c.iloc[0][SCALING_AXIS])
+    for _, r in c.iloc[1:].iterrows():
         if r["failed"]:
             row["note"] = (
                 f"turbo batch {b} failed at {_fmt_n(_plain(r[SCALING_AXIS]))} consumers: counts from "
@@ -475,8 +563,6 @@ def _count_for_batch(c: pd.DataFrame, fit: USLFit | None, cores, threshold, budg
             n_eff = _plain(r[SCALING_AXIS])
         else:
             break
-    if n_eff is None:  # cannot happen: the base has efficiency 1
-        return row
     row["efficiency_count"] = n_eff
     count, bounded = n_eff, "efficiency"
     if n_eff == c.loc[~c["failed"], SCALING_AXIS].max():

@@ -29,6 +29,14 @@ from scipy.optimize import curve_fit
 #: Fewer distinct process counts than this and the three parameters are not
 #: pinned down (3 points fit any 3-parameter curve exactly).
 MIN_POINTS = 4
+#: Parameters of the model (lambda, sigma, kappa).  A fit through no more
+#: distinct counts than this is exact up to the repeats' scatter: its
+#: standard errors measure that scatter, not the model, so none of its
+#: parameters is ever called resolved.
+N_PARAMS = 3
+#: lambda is the efficiency base (the single-process rate) only when its
+#: relative standard error is at most this.
+LAMBDA_MAX_REL_ERR = 0.1
 
 #: Parameter bounds.  sigma is a fraction; kappa above 1 would mean a curve
 #: that collapses past N=2, far outside anything a queue shows.
@@ -86,16 +94,28 @@ class USLFit:
         kappa = self.kappa if self.kappa_resolved else 0.0
         return usl(n, self.lam, sigma, kappa)
 
-    @staticmethod
-    def _resolved(value: float, err: float, floor: float) -> bool:
+    def _resolved(self, value: float, err: float, floor: float) -> bool:
         """A parameter is told apart from 0 when above ``floor`` and RESOLVE_SIGMAS errors.
 
         An unknown error (an exact fit: as many points as parameters) says
-        nothing about the value, so it never counts as resolved.
+        nothing about the value, so it never counts as resolved; nor does a
+        fit through no more distinct counts than parameters, whose finite
+        errors come from the repeats' scatter alone.
         """
-        if value <= floor:
+        if value <= floor or self.n_points <= N_PARAMS:
             return False
         return math.isfinite(err) and value > RESOLVE_SIGMAS * err
+
+    @property
+    def lambda_resolved(self) -> bool:
+        """lambda is pinned down well enough to be the single-process rate efficiency is measured against."""
+        return (
+            self.ok
+            and self.n_points > N_PARAMS
+            and math.isfinite(self.lam_err)
+            and self.lam > 0
+            and self.lam_err <= LAMBDA_MAX_REL_ERR * self.lam
+        )
 
     @property
     def kappa_resolved(self) -> bool:

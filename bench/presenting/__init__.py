@@ -1,2 +1,7 @@
 """Presenting: the report (:mod:`.report`) and its plots (:mod:`.plots`), made
-from a result directory alone so any committed set can be re-plotted."""
+from a result directory alone so any committed set can be re-plotted.  The
+report is one document model (:mod:`.doc`) rendered as Markdown and HTML; its
+parts live beside it: the scaling tables (:mod:`.scaling_tables`), the
+open-loop latency curves and the rate answer (:mod:`.latency`), the held-out
+check read from verify.json (:mod:`.heldout`) and the failed and excluded
+cells (:mod:`.exclusions`)."""

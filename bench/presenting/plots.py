@@ -254,8 +254,14 @@ def plot_efficiency(
     threshold: float = 0.8,
     cores: int | None = None,
     curves: list[tuple[str, object]] | None = None,
+    fits: dict | None = None,
 ):
-    """Scaling efficiency X(N) / (N * X(n0) / n0) vs consumers, with the threshold line."""
+    """Scaling efficiency X(N) / (N x lambda) vs consumers, with the threshold line.
+
+    lambda is the fitted single-process rate where the fit resolves it (see
+    :func:`bench.analysing.recommend.per_process_rate`); points above 1 are
+    ringed: they say the base was too low, not that the queue scaled past ideal.
+    """
     sc = select(cells, **scenario)
     curves = (
         curves
@@ -263,10 +269,16 @@ def plot_efficiency(
         else default_curves(sc) + [k for k in turbo_curves(sc) if k not in default_curves(sc)]
     )
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
+    flagged = False
     for (backend, batch), color in zip(curves, _palette(curves)):
-        c = curve(sc, backend, batch)
+        c = curve(sc, backend, batch, (fits or {}).get((backend, batch)))
         if _ok(c).empty:
             continue
+        sup = _ok(c)[_ok(c)["superlinear"].astype(bool)]
+        if not sup.empty:
+            ax.scatter(sup[SCALING_AXIS], sup["efficiency"], s=150, facecolors="none",
+                       edgecolors="red", linewidths=1.5, zorder=5)
+            flagged = True
         style = "-" if backend != TURBO or batch == best_batch(sc, TURBO) else ":"
         _errbar_curve(
             ax,
@@ -280,10 +292,13 @@ def plot_efficiency(
         threshold, color="k", linestyle="--", linewidth=1, label=f"threshold {threshold:.0%}"
     )
     ax.axhline(1.0, color="0.6", linewidth=0.8)
+    if flagged:
+        ax.scatter([], [], s=150, facecolors="none", edgecolors="red", linewidths=1.5,
+                   label="above 1: base too low (flagged)")
     _mark_cores(ax, cores, scenario.get("producers", 0))
     ax.set_ylim(0, max(1.2, ax.get_ylim()[1]))
     ax.set_xlabel("consumer processes")
-    ax.set_ylabel("scaling efficiency  X(N) / (N x X(base)/base)")
+    ax.set_ylabel("scaling efficiency  X(N) / (N x lambda)")
     ax.set_title(f"Scaling efficiency: {scenario_label(scenario)}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -374,6 +389,9 @@ def plot_batch_tradeoff(
         label="events/s",
     )
     ax.set_xscale("log")
+    if len(x) and np.nanmin(x) == np.nanmax(x):
+        # One batch size: give the log axis a decade around it (identical limits are singular).
+        ax.set_xlim(x[0] / 3.0, x[0] * 3.0)
     ax.set_ylim(bottom=0)
     _thousands(ax)
     ax.set_xlabel("batch size (events per batch)")

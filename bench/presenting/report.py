@@ -6,7 +6,8 @@ bench/schema.py), so any old set can be re-reported.  Writes into ``--out``
 
 * ``report.md`` with PNG plots beside it, and ``report.html`` (the same
   content with the PNGs embedded as base64, so the one file can be mailed);
-* ``cells.csv`` (median/min/max of every metric per cell), ``usl_fits.csv``
+* ``cells.csv`` (median/min/max of every metric per closed-loop cell),
+  ``open_loop_cells.csv`` (the same for open-loop cells, when there are any), ``usl_fits.csv``
   and ``recommendation.json`` (the answer in machine-readable form).
 
 The recommendation comes first, stated plainly, per scenario (one value of
@@ -19,8 +20,6 @@ result set cannot be read (the message names the file).
 from __future__ import annotations
 
 import argparse
-import base64
-import html
 import json
 import math
 import re
@@ -38,7 +37,6 @@ from bench.analysing.loading import (
     ResultSet,
     ResultSetError,
     aggregate,
-    excluded_runs,
     failed_runs,
     load_result_set,
     scenario_label,
@@ -46,6 +44,8 @@ from bench.analysing.loading import (
     scenarios,
     select,
 )
+from bench.analysing.openloop import max_batch_age, open_loop_cells
+from bench.analysing.rate import RateRecommendation, recommend_rate
 from bench.analysing.recommend import (
     DEFAULT_EFFICIENCY_THRESHOLD,
     DEFAULT_LATENCY_BUDGET_MS,
@@ -53,113 +53,24 @@ from bench.analysing.recommend import (
     TURBO,
     Recommendation,
     backend_name,
-    curve,
     fit_curves,
     is_batched,
     recommend,
 )
 from bench.analysing.usl import MIN_POINTS
 from bench.presenting import plots
+from bench.presenting.doc import Doc
+from bench.presenting.exclusions import excluded_section, failed_section
+from bench.presenting.heldout import heldout_section
+from bench.presenting.latency import latency_section, rate_json, rate_lines, rate_table
+from bench.presenting.scaling_tables import (
+    measured_cells_table,
+    recommendation_tables,
+    usl_fit_table,
+)
 from bench.schema import SWEEP_AXES, SWEEP_SCALARS
 
 fmt = plots.fmt_float
-
-
-# --------------------------------------------------------------------------- document model
-# The report is built once as a list of blocks and rendered twice (Markdown and
-# HTML), so the two can never disagree.
-
-
-@dataclass
-class Doc:
-    blocks: list[tuple] = field(default_factory=list)
-
-    def h(self, level: int, text: str):
-        self.blocks.append(("h", level, text))
-
-    def p(self, text: str):
-        self.blocks.append(("p", text))
-
-    def ul(self, items: list[str]):
-        if items:
-            self.blocks.append(("ul", list(items)))
-
-    def table(self, headers: list[str], rows: list[list]):
-        self.blocks.append(("table", headers, [[str(c) for c in r] for r in rows]))
-
-    def img(self, path: Path, alt: str):
-        self.blocks.append(("img", path, alt))
-
-    def code(self, text: str):
-        self.blocks.append(("code", text))
-
-    def markdown(self) -> str:
-        out = []
-        for b in self.blocks:
-            kind = b[0]
-            if kind == "h":
-                out.append("#" * b[1] + " " + b[2])
-            elif kind == "p":
-                out.append(b[1])
-            elif kind == "ul":
-                out.append("\n".join(f"- {i}" for i in b[1]))
-            elif kind == "table":
-                head, rows = b[1], b[2]
-                lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-                lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
-                out.append("\n".join(lines))
-            elif kind == "img":
-                out.append(f"![{b[2]}]({b[1].name})")
-            elif kind == "code":
-                out.append("```\n" + b[1] + "\n```")
-        return "\n\n".join(out) + "\n"
-
-    def html(self, title: str) -> str:
-        body = []
-        for b in self.blocks:
-            kind = b[0]
-            if kind == "h":
-                body.append(f"<h{b[1]}>{_inline(b[2])}</h{b[1]}>")
-            elif kind == "p":
-                body.append(f"<p>{_inline(b[1])}</p>")
-            elif kind == "ul":
-                body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b[1]) + "</ul>")
-            elif kind == "table":
-                head = "".join(f"<th>{_inline(h)}</th>" for h in b[1])
-                rows = "".join(
-                    "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in b[2]
-                )
-                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-            elif kind == "img":
-                data = base64.b64encode(Path(b[1]).read_bytes()).decode("ascii")
-                body.append(
-                    f'<figure><img alt="{html.escape(b[2])}" src="data:image/png;base64,{data}">'
-                    f"<figcaption>{html.escape(b[2])}</figcaption></figure>"
-                )
-            elif kind == "code":
-                body.append(f"<pre><code>{html.escape(b[1])}</code></pre>")
-        return (
-            "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
-            + "\n".join(body)
-            + "\n</body></html>\n"
-        )
-
-
-_CSS = (
-    "body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;"
-    "line-height:1.45;color:#222}table{border-collapse:collapse;margin:1em 0;font-size:90%}"
-    "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}"
-    "img{max-width:100%}figure{margin:1em 0}figcaption{font-size:85%;color:#555}"
-    "pre{background:#f6f6f6;padding:.6em;overflow-x:auto}code{font-size:90%}"
-)
-
-
-def _inline(text: str) -> str:
-    """The little Markdown the report uses inline (**bold**, `code`) as HTML."""
-    t = html.escape(str(text))
-    t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
 
 
 # --------------------------------------------------------------------------- building
@@ -172,6 +83,7 @@ class Report:
     html_path: Path | None
     recommendations: list[Recommendation]
     images: list[Path]
+    rate_recommendations: list[RateRecommendation] = field(default_factory=list)
 
 
 #: meta["sweep"] keys that ``python -m bench sweep`` takes as flags (the grid
@@ -218,15 +130,29 @@ def build_report(
     efficiency_threshold: float = DEFAULT_EFFICIENCY_THRESHOLD,
     noise_threshold: float = DEFAULT_NOISE_THRESHOLD,
     html_report: bool = True,
+    expected_rate: float | None = None,
 ) -> Report:
-    """Write the report of one result set; raises ResultSetError on unreadable input."""
+    """Write the report of one result set; raises ResultSetError on unreadable input.
+
+    With ``expected_rate`` (events/s) the recommendation leads with the
+    configuration that carries that rate within ``latency_budget_ms`` p99 at
+    the least CPU (:mod:`bench.analysing.rate`); the closed-loop capacity
+    recommendation follows it.
+    """
     rs = load_result_set(result_dir)
     out = Path(out_dir) if out_dir else rs.path / "report"
     out.mkdir(parents=True, exist_ok=True)
     cells = aggregate(rs.runs)
+    open_cells = open_loop_cells(rs.runs)
+    age = max_batch_age(rs.meta)
     cores = rs.cores
-    scns = scenarios(cells)
+    scns = scenarios(pd.concat([cells, open_cells]) if not open_cells.empty else cells)
     fails = failed_runs(rs.runs)
+    rate_recs = [
+        recommend_rate(cells, open_cells, s, expected_rate, latency_budget_ms, age[0],
+                       noise_threshold=noise_threshold)
+        for s in scns
+    ] if expected_rate else []
 
     recs: list[Recommendation] = []
     fits_by_scn = []
@@ -262,17 +188,21 @@ def build_report(
         # The Kafka pipeline scenario (bench.scenarios.kafka): say which cluster
         # carried it, because the mock cluster's figures are not a broker's.
         doc.p(f"**Kafka pipeline scenario, {kafka.get('cluster', 'unknown')} cluster**: {kafka.get('note', '')}")
-    _recommendation_section(doc, recs, efficiency_threshold, latency_budget_ms, noise_threshold)
+    _recommendation_section(doc, recs, efficiency_threshold, latency_budget_ms, noise_threshold,
+                            rate_recs)
+    heldout_section(doc, rs.path, rs.name)
     _warnings_section(doc, rs, cells, fails, scns, recs, fits_by_scn)
     _machine_section(doc, rs, cores)
 
     images: list[Path] = []
-    for s, rec, fits in zip(scns, recs, fits_by_scn):
+    for i, (s, rec, fits) in enumerate(zip(scns, recs, fits_by_scn)):
         images += _scenario_section(
-            doc, out, cells, s, rec, fits, cores, efficiency_threshold, latency_budget_ms
+            doc, out, cells, s, rec, fits, cores, efficiency_threshold, latency_budget_ms,
+            open_cells=open_cells, age=age, expected_rate=expected_rate,
+            rate_rec=rate_recs[i] if rate_recs else None,
         )
-    _failed_section(doc, fails)
-    _excluded_section(doc, rs.runs)
+    failed_section(doc, fails)
+    excluded_section(doc, rs.runs)
     _method_section(doc, efficiency_threshold, latency_budget_ms, noise_threshold)
 
     md_path = out / "report.md"
@@ -282,17 +212,37 @@ def build_report(
         html_path = out / "report.html"
         html_path.write_text(doc.html(title))
     cells.to_csv(out / "cells.csv", index=False)
+    if not open_cells.empty:
+        open_cells.to_csv(out / "open_loop_cells.csv", index=False)
     _write_fits(out / "usl_fits.csv", scns, fits_by_scn)
     (out / "recommendation.json").write_text(
-        json.dumps([_rec_json(r) for r in recs], indent=2, default=_jsonable)
+        json.dumps(
+            [
+                {**_rec_json(r), **({"rate": rate_json(rate_recs[i])} if rate_recs else {})}
+                for i, r in enumerate(recs)
+            ],
+            indent=2,
+            default=_jsonable,
+        )
     )
-    return Report(out, md_path, html_path, recs, images)
+    return Report(out, md_path, html_path, recs, images, rate_recs)
 
 
-def _recommendation_section(doc, recs, thr, budget, noise):
+def _recommendation_section(doc, recs, thr, budget, noise, rate_recs=()):
     doc.h(2, "Recommendation")
     if not recs:
         doc.p("No scenario with data: nothing to recommend.")
+    if rate_recs:
+        doc.p(
+            f"**For the stated rate** ({rate_recs[0].expected_rate:,.0f} events/s, p99 budget "
+            f"{budget:g} ms): the batch size and consumer count that carry it within the budget at "
+            "the least CPU. Open-loop cells at or above the rate are the evidence; closed-loop "
+            "capacity only where none was measured, and then said so."
+        )
+        for rr in rate_recs:
+            doc.p(rr.headline())
+            doc.ul(rate_lines(rr))
+        doc.p("**Capacity (closed loop, producers flat out)**: the most events/s per the rules below.")
     for rec in recs:
         items = []
         if rec.ok:
@@ -338,8 +288,7 @@ def _why_count(rec: Recommendation, thr: float) -> str:
         )
     return (
         f"Process count: {rec.consumers} = {reason} (from the curve of turbo batch "
-        f"{rec.reference_batch}; efficiency relative to {plots.fmt_float(rec.base_n)} consumer"
-        f"{'s' if rec.base_n != 1 else ''})."
+        f"{rec.reference_batch}; efficiency relative to {rec.efficiency_base})."
     )
 
 
@@ -415,7 +364,8 @@ def _machine_section(doc, rs: ResultSet, cores):
         doc.code(json.dumps(meta["sweep"], indent=2, sort_keys=True, default=str))
 
 
-def _scenario_section(doc, out, cells, s, rec, fits, cores, thr, budget) -> list[Path]:
+def _scenario_section(doc, out, cells, s, rec, fits, cores, thr, budget, *, open_cells=None,
+                      age=(1.0, ""), expected_rate=None, rate_rec=None) -> list[Path]:
     slug = scenario_slug(s)
     sc = select(cells, **s)
     images = []
@@ -426,9 +376,21 @@ def _scenario_section(doc, out, cells, s, rec, fits, cores, thr, budget) -> list
         doc.img(path, alt)
         images.append(path)
 
+    def open_loop_part():
+        if open_cells is not None:
+            latency_section(doc, save, open_cells, s, age, budget, expected_rate)
+        if rate_rec is not None:
+            doc.h(3, f"Configuration for {rate_rec.expected_rate:,.0f} events/s")
+            doc.p(rate_rec.headline())
+            rate_table(doc, rate_rec)
+
     doc.h(2, f"Scenario: {scenario_label(s)}")
     doc.p(rec.headline())
-    _recommendation_tables(doc, rec)
+    recommendation_tables(doc, rec)
+    if sc.empty:
+        doc.p("No closed-loop cell in this scenario: no scaling curves, only open-loop latency.")
+        open_loop_part()
+        return images
 
     doc.h(3, "1. Scaling")
     save(
@@ -453,7 +415,8 @@ def _scenario_section(doc, out, cells, s, rec, fits, cores, thr, budget) -> list
         )
     doc.h(3, "2. Scaling efficiency")
     save(
-        plots.plot_efficiency(cells, s, thr, cores), "efficiency", "scaling efficiency vs consumers"
+        plots.plot_efficiency(cells, s, thr, cores, fits=fits), "efficiency",
+        "scaling efficiency vs consumers (against the fitted lambda where resolved)"
     )
     doc.h(3, "3. CPU saturation")
     save(
@@ -483,216 +446,10 @@ def _scenario_section(doc, out, cells, s, rec, fits, cores, thr, budget) -> list
         "context switches per event vs consumers",
     )
 
-    doc.h(3, "Scaling-law fit (Universal Scalability Law)")
-    doc.p(
-        "X(N) = lambda N / (1 + sigma (N-1) + kappa N (N-1)), bounded least squares over every ok "
-        "repeat; +- is one standard error. N* = sqrt((1-sigma)/kappa) is where the model peaks; "
-        "the ceiling is X(N*) (or lambda/sigma when kappa = 0). A sigma or kappa within 2 standard errors of 0 counts as 0 (no peak or ceiling seen in the data). **These are model values**, "
-        "most of all past the largest N measured."
-    )
-    rows = []
-    for (b, bs), f in sorted(fits.items(), key=lambda kv: (kv[0][0] != TURBO, kv[0][0], kv[0][1])):
-        label = f"{backend_name(b)} b={bs}" if is_batched(sc, b) else backend_name(b)
-        if not f.ok:
-            rows.append([label, "-", "-", "-", "-", "-", "-", f.n_points, "; ".join(f.warnings)])
-            continue
-        rows.append(
-            [
-                label,
-                f"{f.lam:,.0f} +- {fmt(f.lam_err, 2)}",
-                f"{f.sigma:.4f} +- {fmt(f.sigma_err, 2)}",
-                f"{f.kappa:.2e} +- {fmt(f.kappa_err, 2)}"
-                if f.kappa_resolved
-                else f"0 (not resolved: {f.kappa:.1e} +- {fmt(f.kappa_err, 2)})",
-                (
-                    f"{f.peak_n:.1f} +- {fmt(f.peak_n_err, 2)}"
-                    if math.isfinite(f.peak_n)
-                    else "none seen (kappa ~ 0)"
-                ),
-                f"{f.ceiling:,.0f}" if math.isfinite(f.ceiling) else "unbounded",
-                fmt(f.r2, 4),
-                f.n_points,
-                "; ".join(f.warnings) or "",
-            ]
-        )
-    doc.table(
-        [
-            "curve",
-            "lambda (events/s)",
-            "sigma",
-            "kappa",
-            "N*",
-            "ceiling (events/s)",
-            "R2",
-            "counts",
-            "warnings",
-        ],
-        rows,
-    )
-
-    doc.h(3, "Measured cells")
-    rows = []
-    for b, bs in sorted(
-        {(r.backend, r.batch_size) for r in sc.itertuples()}, key=lambda k: (k[0] != TURBO, k)
-    ):
-        c = curve(sc, b, bs)
-        for r in c.itertuples():
-            if r.failed:
-                rows.append(
-                    [
-                        backend_name(b),
-                        bs,
-                        getattr(r, SCALING_AXIS),
-                        "FAILED",
-                        "-",
-                        "-",
-                        "-",
-                        f"0/{r.n_runs}",
-                    ]
-                )
-                continue
-            rows.append(
-                [
-                    backend_name(b),
-                    bs,
-                    getattr(r, SCALING_AXIS),
-                    f"{r.events_per_s:,.0f} [{r.events_per_s_min:,.0f}-{r.events_per_s_max:,.0f}]",
-                    fmt(r.efficiency, 3),
-                    fmt(r.latency_p99_ms, 3),
-                    fmt(r.cpu_busy_pct, 3),
-                    f"{r.n_ok}/{r.n_runs}",
-                ]
-            )
-    doc.table(
-        [
-            "backend",
-            "batch",
-            "consumers",
-            "events/s median [min-max]",
-            "efficiency",
-            "p99 ms",
-            "busy %",
-            "ok repeats",
-        ],
-        rows,
-    )
+    open_loop_part()
+    usl_fit_table(doc, sc, fits)
+    measured_cells_table(doc, sc, fits)
     return images
-
-
-def _recommendation_tables(doc, rec: Recommendation):
-    if rec.refusals:
-        doc.ul([f"Why no recommendation: {r}" for r in rec.refusals])
-    for note in rec.notes:
-        doc.p(f"Note: {note}.")
-    if rec.per_batch is not None and not rec.per_batch.empty:
-        doc.p("Process-count rule per turbo batch size:")
-        rows = []
-        for r in rec.per_batch.itertuples():
-            rows.append(
-                [
-                    r.batch_size,
-                    fmt(r.base_n),
-                    fmt(r.efficiency_count),
-                    fmt(r.peak_n, 3),
-                    fmt(r.count),
-                    r.bounded_by or "-",
-                    fmt(r.measured),
-                    f"{r.eps:,.0f}" if math.isfinite(r.eps) else "-",
-                    fmt(r.p99_ms, 3),
-                    "yes" if r.fits_budget else "no",
-                ]
-            )
-        doc.table(
-            [
-                "batch",
-                "base N",
-                "efficiency allows",
-                "USL N*",
-                "count",
-                "bounded by",
-                "measured at",
-                "events/s",
-                "p99 ms",
-                "fits budget",
-            ],
-            rows,
-        )
-    if rec.at_count is not None and not rec.at_count.empty:
-        doc.p(f"Batch-size rule at {rec.consumers_measured} consumers:")
-        rows = []
-        for r in rec.at_count.itertuples():
-            rows.append(
-                [
-                    r.batch_size,
-                    "FAILED"
-                    if r.failed
-                    else f"{r.events_per_s:,.0f}"
-                    + (" (failed at a smaller count)" if r.failed_upto else ""),
-                    fmt(r.latency_p99_ms, 3),
-                    "yes" if r.fits_budget else "no",
-                    "yes" if r.within else "no",
-                    "**recommended**" if r.batch_size == rec.batch_size else "",
-                ]
-            )
-        doc.table(
-            [
-                "batch",
-                "events/s",
-                "p99 ms",
-                "fits budget",
-                f"within {DEFAULT_WITHIN:.0%} of best",
-                "",
-            ],
-            rows,
-        )
-
-
-def _failed_section(doc, fails: pd.DataFrame):
-    doc.h(2, "Failed cells")
-    if fails.empty:
-        doc.p("None: every repeat of every cell finished ok.")
-        return
-    doc.p("These repeats did not finish ok. They are excluded from medians, fits and plots.")
-    rows = [
-        [f"`{r.cell_id}`", r.repeat, r.status, (r.error or "").replace("\n", " ")[:200]]
-        for r in fails.itertuples()
-    ]
-    doc.table(["cell", "repeat", "status", "error"], rows)
-
-
-def _excluded_section(doc, runs: pd.DataFrame):
-    """Rows kept out of fits, efficiencies and the recommendation, and why.
-
-    Rows of a set written before the harness checked validity (schema v1)
-    are marked "flagged (made before validity checks)": the reasons are what
-    the checks would have found, judged from the columns such a set has.
-    """
-    doc.h(2, "Invalid and flagged cells")
-    ex = excluded_runs(runs)
-    before = bool(runs.loc[runs["status"] == "ok", "made_before_checks"].any())
-    if before:
-        doc.p(
-            "This result set was made before the harness checked each cell's validity. The "
-            "rows below are **flagged (made before validity checks)**: the reasons are what those "
-            "checks would flag, judged from the CPU times, overhead and calibration it recorded."
-        )
-    if ex.empty:
-        doc.p("None: every ok repeat passed the validity checks and no producer-bound cell was seen.")
-        return
-    doc.p(
-        f"{len(ex)} ok repeat(s) in {ex['cell_id'].nunique()} cell(s) are listed here and left out "
-        "of fits, efficiencies and the recommendation."
-    )
-    rows = [
-        [
-            f"`{r.cell_id}`",
-            r.repeat,
-            "flagged (made before validity checks)" if r.made_before_checks else "invalid",
-            (r.exclude_reason or "").replace("\n", " ")[:300],
-        ]
-        for r in ex.itertuples()
-    ]
-    doc.table(["cell", "repeat", "state", "reason"], rows)
 
 
 def _method_section(doc, thr, budget, noise):
@@ -701,8 +458,12 @@ def _method_section(doc, thr, budget, noise):
         [
             "Each cell is run several times (repeats interleaved across cells); a point is the "
             "median of its ok repeats, error bars span min to max.",
-            "Scaling efficiency(N) = X(N) / (N x X(n0)/n0) with n0 the smallest consumer count "
-            "measured (normally 1), same backend, batch size and work.",
+            "Scaling efficiency(N) = X(N) / (N x lambda), same backend, batch size and work. "
+            "lambda is the scaling-law fit's single-process rate when the fit resolves it (more "
+            "counts than its 3 parameters, lambda's error <= 10%); otherwise the smallest count's "
+            "cell, unless a larger count ran faster per process (then that rate, a lower bound of "
+            "lambda). An efficiency above 1 is flagged: the base was too low (a slow base cell or "
+            "CPU speed changed), never evidence of better-than-linear scaling.",
             "CPU split: busy = whole-machine busy %; useful = useful_work_fraction x 100 (events x "
             "work_us over cores x window); queue overhead = busy - useful; idle = 100 - busy.",
             f"Process count: the largest count whose efficiency stays >= {thr:.0%} (a failed cell "
@@ -711,6 +472,16 @@ def _method_section(doc, thr, budget, noise):
             f"Batch size: smallest batch within {DEFAULT_WITHIN:.0%} of the best batch at that count "
             f"among those with p99 <= {budget:g} ms.",
             f"Noise: a cell with (max-min)/median of events/s above {noise:.0%} is too noisy to recommend from.",
+            "Open loop (load rate:R or frac:f): events scheduled at the offered rate and timed from "
+            "their scheduled time; a cell is saturated when it achieved < 95% of what was offered. "
+            "Batch fill time = B / (offered rate per producer), capped by max_batch_age for turbo.",
+            "For a stated rate (`--expected-rate R --latency-budget D`): per turbo batch size and "
+            "consumer count, the open-loop cell at the lowest rate >= R must carry it with p99 <= D "
+            "(raised by the longer batch fill when it was measured above R); without one, a "
+            "closed-loop cell whose slowest repeat reached R / 0.8 is evidence of capacity only. "
+            "The choice is the least CPU (producer + consumer CPU per event x R).",
+            "Held-out check: `python -m bench verify DIR` re-measures the recommendation and its "
+            "neighbours in a fresh run (verify.json); the report only reads it.",
             "Compare two result sets with `python -m bench compare A B`.",
         ]
     )
@@ -777,6 +548,19 @@ def parse_duration_ms(text: str) -> float:
     return float(m.group(1)) * _UNITS_MS[m.group(2) or "ms"]
 
 
+def parse_rate(text: str) -> float:
+    """'5000' -> 5000.0 events/s; anything but a positive finite number is refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"expected a positive rate in events/s such as 5000, got {text!r}"
+        )
+    return value
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench report",
@@ -810,6 +594,14 @@ def make_parser() -> argparse.ArgumentParser:
         default=DEFAULT_NOISE_THRESHOLD,
         help="largest (max-min)/median events/s spread to recommend from (default: %(default)s)",
     )
+    p.add_argument(
+        "--expected-rate",
+        type=parse_rate,
+        default=None,
+        metavar="EVENTS_PER_S",
+        help="recommend the batch size and consumers that carry this many events/s (in total) "
+        "within the p99 latency budget at the least CPU",
+    )
     p.add_argument("--out", default=None, help="output folder (default: RESULTS_DIR/report)")
     p.add_argument("--no-html", action="store_true", help="skip report.html")
     return p
@@ -828,10 +620,13 @@ def main(argv: list[str] | None = None) -> int:
             efficiency_threshold=args.efficiency_threshold,
             noise_threshold=args.noise_threshold,
             html_report=not args.no_html,
+            expected_rate=args.expected_rate,
         )
     except ResultSetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for rr in rep.rate_recommendations:
+        print(re.sub(r"\*\*(.+?)\*\*", r"\1", rr.headline()))
     for rec in rep.recommendations:
         print(re.sub(r"\*\*(.+?)\*\*", r"\1", rec.headline()))
         if rec.ok:

@@ -52,6 +52,8 @@ class Backend:
         default=lambda n, b, eps: 0.5 + 2000.0 * b / eps
     )
     overhead_us: float = 3.0
+    #: Extra queue CPU per event that a batch amortises: overhead_us + this / batch.
+    overhead_per_batch_us: float = 0.0
     ctx_per_event: Callable[[int, int], float] = field(default=lambda n, b: 0.02 * n / b)
     noise: float = 0.01
 
@@ -111,11 +113,18 @@ def write_result_set(
     with_command: bool = True,
     bench_json: bool = True,
     started: datetime | None = None,
+    open_loop: Sequence[str] = (),
+    open_loop_consumers: Sequence[int] | None = None,
+    max_batch_age: float | None = None,
 ) -> Path:
     """Write a result set under ``root`` and return its folder.
 
     ``failed(cell)`` gets a dict with the cell's axes and ``repeat`` and
-    returns True to make that repeat fail.
+    returns True to make that repeat fail.  ``open_loop`` adds open-loop
+    cells at those loads (``"rate:5000"``, ``"frac:0.5"``) for every backend
+    and batch size at ``open_loop_consumers`` (default: every count), their
+    latency from :func:`open_loop_point`; ``max_batch_age`` (seconds) is
+    written into meta.json's sweep when given.
     """
     if backends is None:
         backends = [linear_turbo(), saturating_mpq(), batched_mpq()]
@@ -210,6 +219,21 @@ def write_result_set(
                 duplicated=0,
             )
             rows.append(row)
+    # Open-loop rows draw from their own generator so that adding them leaves
+    # the closed-loop numbers of a set exactly as they were.
+    orng = np.random.default_rng(seed + 1)
+    age = 1.0 if max_batch_age is None else max_batch_age
+    ol_counts = consumers if open_loop_consumers is None else open_loop_consumers
+    for r in range(repeats if open_loop else 0):
+        for bk, p, c, b, w in grid:
+            if c not in ol_counts:
+                continue
+            for load in open_loop:
+                t += timedelta(seconds=7)
+                rows.append(
+                    _open_loop_row(bk, start_method, p, c, b, w, workload, event_bytes, load, r,
+                                   cores, window, age, orng, t, schema_version)
+                )
     with open(out / "runs.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
         w.writeheader()
@@ -227,6 +251,10 @@ def write_result_set(
         "repeats": repeats,
         "window_s": window,
     }
+    if open_loop:
+        sweep["loads"] = list(open_loop)
+    if max_batch_age is not None:
+        sweep["max_batch_age"] = max_batch_age
     if with_command:
         sweep["command"] = (
             "python -m bench sweep --consumers "
@@ -254,6 +282,85 @@ def write_result_set(
     if bench_json:
         _write_bench_json(out / "bench.json", rows)
     return out
+
+
+#: Idle CPU of one waiting consumer (its wake-ups), in cores: what an extra
+#: consumer costs at a rate it is not needed for.
+IDLE_CORES_PER_CONSUMER = 0.02
+PRODUCER_US_PER_EVENT = 1.5
+
+
+def open_loop_point(bk: Backend, consumers: int, batch: int, work_us: float, producers: int,
+                    offered: float, window_s: float, max_batch_age: float) -> dict:
+    """The open-loop model: achieved rate, queue wait and end-to-end latency (ms), CPU per event.
+
+    Producer-side batching (turbo, turbo-many, mpq-batch) makes an event
+    wait for its batch to fill: B x producers / offered seconds, capped by
+    max_batch_age for turbo.  Queueing adds an M/D/1-like wait that grows as
+    the offered rate nears the capacity; past it the backlog grows over the
+    window (a saturated point).  End to end adds the work of the batch ahead
+    of the event in its consumer.
+    """
+    cap = bk.eps(consumers, batch)
+    per_batch = batch if bk.name in ("turbo", "turbo-many", "mpq-batch") else 1
+    fill = per_batch * producers / offered if per_batch > 1 else 0.0
+    if bk.name in ("turbo", "turbo-many"):
+        fill = min(fill, max_batch_age)
+    achieved = min(offered, cap)
+    rho = min(offered / cap, 0.99)
+    wq = rho / (2 * (1 - rho)) * per_batch / cap
+    qw50 = 0.5 * fill + wq + 1e-4
+    qw99 = 0.99 * fill + 4.6 * wq + 2e-4
+    if offered > cap:
+        backlog = window_s * (1 - cap / offered)
+        qw50, qw99 = qw50 + backlog / 2, qw99 + backlog
+    busy = per_batch * work_us * 1e-6
+    overhead = bk.overhead_us + bk.overhead_per_batch_us / batch
+    idle_us = IDLE_CORES_PER_CONSUMER * consumers * 1e6 / achieved
+    return dict(
+        achieved=achieved,
+        queue_wait_p50_ms=qw50 * 1e3,
+        queue_wait_p99_ms=qw99 * 1e3,
+        latency_p50_ms=(qw50 + busy / 2) * 1e3,
+        latency_p99_ms=(qw99 + busy) * 1e3,
+        consumer_us_per_event=work_us + overhead + idle_us,
+    )
+
+
+def _open_loop_row(bk, start_method, p, c, b, w, workload, event_bytes, load, r, cores, window,
+                   age, rng, t, schema_version) -> dict:
+    kind, _, value = load.partition(":")
+    cap = bk.eps(c, b)
+    offered = float(value) if kind == "rate" else float(value) * cap
+    pt = open_loop_point(bk, c, b, w, p, offered, window, age)
+    noise = 1 + bk.noise * rng.standard_normal()
+    eps = pt["achieved"] * (1 + 0.2 * (noise - 1))
+    lat = {k: pt[k] * noise for k in ("queue_wait_p50_ms", "queue_wait_p99_ms",
+                                      "latency_p50_ms", "latency_p99_ms")}
+    events = int(eps * window)
+    cons_s = events * pt["consumer_us_per_event"] * 1e-6
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(
+        backend=bk.name, start_method=start_method, producers=p, consumers=c, batch_size=b,
+        work_us=float(w), workload=workload, event_bytes=event_bytes,
+        schema_version=schema_version, repeat=r, started_utc=t.isoformat(), warmup_s=1.0,
+        cpu_count=cores, status="ok", error="", window_s=window, events=events,
+        events_total=int(eps * (window + 2)), events_per_s=eps, load=load, offered_rate=offered,
+        cell_id=cell_id(bk.name, start_method, p, c, b, w, workload, event_bytes)
+        + "-" + load.replace(":", ""),
+        consumer_eps_min=eps / c * 0.97, consumer_eps_max=eps / c * 1.03, fairness=0.999,
+        cpu_busy_pct=min(100.0, (cons_s / window + eps * 1.5e-6) / cores * 100),
+        producer_user_s=events * PRODUCER_US_PER_EVENT * 1e-6 * 0.8,
+        producer_sys_s=events * PRODUCER_US_PER_EVENT * 1e-6 * 0.2,
+        consumer_user_s=cons_s * 0.9, consumer_sys_s=cons_s * 0.1,
+        work_cpu_us_per_event=w, overhead_us_per_event=pt["consumer_us_per_event"] + 1.5 - w,
+        useful_work_fraction=eps * w / (cores * 1e6),
+        latency_p90_ms=lat["latency_p99_ms"] / 1.3, latency_max_ms=lat["latency_p99_ms"] * 1.5,
+        queue_wait_p90_ms=lat["queue_wait_p99_ms"] / 1.3,
+        queue_wait_max_ms=lat["queue_wait_p99_ms"] * 1.5, latency_samples=1000,
+        lost=0, duplicated=0, **lat,
+    )
+    return row
 
 
 _METRICS = (
