@@ -250,6 +250,10 @@ def collect_meta(sweep: dict, calibration: dict, extra: dict | None = None) -> d
     meta.update(machine_state())
     meta.setdefault("shuffle_seed", None)
     meta.setdefault("pin", False)
+    # Runs without adaptive repeats (a scenario's own loop) say so; their
+    # writer fills elapsed_s when it finishes.
+    meta.setdefault("adaptive", None)
+    meta.setdefault("elapsed_s", None)
     meta.update(extra or {})
     missing = set(META_KEYS) - set(meta)
     assert not missing, f"meta lacks {missing}"

@@ -65,7 +65,7 @@ def test_every_event_through_the_pipeline_once_for_each_backend(tmp_path):
         assert float(r["events_per_s"]) > 0
     meta = json.loads((out / "meta.json").read_text())
     assert meta["kafka"]["cluster"] == "mock"
-    assert meta["finished_utc"]
+    assert meta["finished_utc"] and meta["elapsed_s"] > 0 and meta["adaptive"] is None
 
 
 def test_too_many_events_for_the_mock_cluster_is_refused_before_anything_runs(tmp_path):

@@ -422,8 +422,10 @@ def aggregate(runs: pd.DataFrame, closed_only: bool = True) -> pd.DataFrame:
     The median column keeps the metric's own name (``events_per_s`` is the
     median events/s).  Bookkeeping columns: ``n_runs`` (repeats seen), ``n_ok``
     (repeats that succeeded), ``failed`` (True when no repeat succeeded),
-    ``status_summary`` and ``error`` (first error seen), ``spread`` (events/s
-    (max - min) / median, NaN with fewer than 2 ok repeats).  Cells with no ok
+    ``status_summary`` and ``error`` (first error seen), ``n_measured`` (the
+    repeats the medians rest on: the usable ones, or the ok ones of an
+    excluded cell), ``spread`` (events/s (max - min) / median over those, NaN
+    with fewer than 2 of them).  Cells with no ok
     repeat keep NaN metrics, never zeros.
     """
     if closed_only:
@@ -453,13 +455,14 @@ def aggregate(runs: pd.DataFrame, closed_only: bool = True) -> pd.DataFrame:
         names = [m + sfx for sfx in ("", "_min", "_max") for m in metrics]
         stats = pd.concat(
             [book[keys], pd.DataFrame(np.nan, index=book.index, columns=names)], axis=1
-        )
+        ).assign(n_measured=0)
     else:
         g = ok.groupby(keys, dropna=False, sort=True)[metrics]
         med = g.median()
         lo = g.min().add_suffix("_min")
         hi = g.max().add_suffix("_max")
-        stats = pd.concat([med, lo, hi], axis=1).copy().reset_index()
+        n_measured = ok.groupby(keys, dropna=False, sort=True).size().rename("n_measured")
+        stats = pd.concat([med, lo, hi, n_measured], axis=1).copy().reset_index()
     out = book.merge(stats, on=keys, how="left")
     with np.errstate(divide="ignore", invalid="ignore"):
         spread = (out["events_per_s_max"] - out["events_per_s_min"]) / out["events_per_s"]
@@ -478,7 +481,10 @@ def aggregate(runs: pd.DataFrame, closed_only: bool = True) -> pd.DataFrame:
     out = out.merge(flags, on=keys, how="left")
     out = out.assign(
         failed=out["n_ok"] == 0,
-        spread=spread.where(out["n_ok"] >= 2),
+        # The spread of the repeats the medians rest on: a cell with one
+        # usable repeat among several ok ones has no spread to judge, not 0.
+        n_measured=out["n_measured"].fillna(0).astype(int),
+        spread=spread.where(out["n_measured"] >= 2),
         excluded=(out["n_ok"] > 0) & (out["n_usable"] == 0),
     )
     return out.sort_values([*SCENARIO_KEYS, "backend", "batch_size", SCALING_AXIS]).reset_index(

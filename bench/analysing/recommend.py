@@ -325,6 +325,13 @@ def _noisy(row, threshold) -> bool:
     return bool(isinstance(s, float) and math.isfinite(s) and s > threshold)
 
 
+def _thin(row) -> bool:
+    """Repeated, but resting on fewer than 2 usable repeats: its noise cannot be judged."""
+    n_runs = row.get("n_runs", 0)
+    n_measured = row.get("n_measured", n_runs)
+    return bool(n_runs >= 2 and n_measured < 2)
+
+
 def _fits_budget(p99, budget) -> bool:
     # An unmeasured latency does not rule a batch out; the report says it is unknown.
     return not (isinstance(p99, float) and math.isfinite(p99)) or p99 <= budget
@@ -502,6 +509,13 @@ def recommend(
         rec.warnings.append(
             f"some repeats of {', '.join(partial)} failed; the numbers rest on the ok repeats only"
         )
+    thin = sorted({f"{r['cell_id']} ({int(r['n_measured'])} of {int(r['n_runs'])})"
+                   for r in rest if _thin(r)})
+    if thin:
+        rec.refusals.append(
+            "rests on fewer than 2 valid repeats: " + ", ".join(thin)
+            + "; rerun with more repeats (--max-repeats) or on a quieter machine"
+        )
     noisy = sorted({r["cell_id"] for r in rest if _noisy(r, noise_threshold)})
     if noisy:
         rec.refusals.append(
@@ -619,6 +633,11 @@ def _compare_at(sc: pd.DataFrame, other: str, n, rec: Recommendation, noise: flo
         cmp.noisy = True
         cmp.note = (cmp.note + "; " if cmp.note else "") + (
             f"too noisy to state: its spread is {row['spread']:.0%}"
+        )
+    elif _thin(row):
+        cmp.noisy = True
+        cmp.note = (cmp.note + "; " if cmp.note else "") + (
+            f"too few valid repeats to state ({int(row['n_measured'])} of {int(row['n_runs'])})"
         )
     return cmp
 

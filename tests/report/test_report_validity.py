@@ -106,3 +106,27 @@ def test_v2_invalid_rows_and_drift_beyond_ten_percent(tmp_path):
     rep = build_report(d, tmp_path / "rep", html_report=False)
     sec = rep.markdown_path.read_text().split("## Invalid and flagged cells")[1]
     assert "| invalid |" in sec and "made before validity checks" not in sec
+
+
+def test_a_cell_left_with_one_valid_repeat_has_no_spread_and_is_not_recommended_from(tmp_path):
+    d = _base(tmp_path)
+
+    def one_valid(runs):
+        # Three ok repeats of every cell; at 1 consumer two of them drifted,
+        # so the medians rest on one repeat whose noise nobody can judge.
+        bad = (runs["cell_id"] == CID.format(c=1)) & (runs["repeat"] >= 1)
+        runs.loc[bad, "overhead_us_per_event"] = -20.0
+        runs.loc[bad, "consumer_user_s"] = runs.loc[bad, "events"] * 30e-6
+
+    _edit(d, one_valid)
+    rs = load_result_set(d)
+    cells = aggregate(rs.runs).set_index("cell_id")
+    base = cells.loc[CID.format(c=1)]
+    assert base["n_ok"] == 3 and base["n_measured"] == 1
+    assert pd.isna(base["spread"])  # not 0: one repeat has no spread
+    assert cells.loc[CID.format(c=2), "n_measured"] == 3
+    s = scenarios(aggregate(rs.runs))[0]
+    rec = recommend(aggregate(rs.runs), rs.runs, s, rs.cores)
+    assert not rec.ok
+    assert any("fewer than 2 valid repeats" in r and CID.format(c=1) + " (1 of 3)" in r
+               for r in rec.refusals), rec.refusals

@@ -8,6 +8,7 @@ import itertools
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "librdkafka's MOCK cluster (not a broker's figures)"
     print(f"Kafka pipeline scenario against {cluster}; results in {out}", flush=True)
     failed = 0
+    started = time.monotonic()
     for r in range(args.repeat):
         for cell in grid:
             row = run_kafka_cell(
@@ -168,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             print(_summary(row), flush=True)
     shutil.rmtree(out / "work", ignore_errors=True)
     meta["finished_utc"] = res.utc_now()
+    meta["elapsed_s"] = round(time.monotonic() - started, 3)
     res.write_meta(out, meta)
     return 1 if failed else 0
 
