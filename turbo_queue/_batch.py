@@ -265,6 +265,13 @@ def write_file(path: str, data: bytes, durable: bool, mode: int = 0o600) -> None
 
 def decode_items(records, loads, loads_many) -> list[Any]:
     """Turn records into the list of items, in put order."""
+    if len(records) == 1 and records[0][0]:
+        # One list (a batch of single puts encoded at seal, or one put_many):
+        # one loads call, and its list is the batch's, without a copy.
+        items = loads_many(records[0][2])
+        if type(items) is list:
+            return items
+        return list(items)
     items: list[Any] = []
     append, extend = items.append, items.extend
     for many, lengths, data in records:

@@ -136,12 +136,12 @@ class Consumer:
         batch could not be read here (it is back in ready).
         """
         self._unconfirmed = None  # asking for more: what was handed out is handled
-        if self._pos < len(self._items):
+        pos, items = self._pos, self._items
+        if pos < len(items):
             if timeout is not None:
                 self._deadline(timeout)  # a bad timeout is refused whether or not get would wait
-            item = self._items[self._pos]
-            self._pos += 1
-            return item
+            self._pos = pos + 1
+            return items[pos]
         # block=False: one look at the folder (a deadline that has already
         # passed), never a wait, as queue.Queue.get(block=False).
         deadline = self._deadline(timeout if block else 0.0)
@@ -213,10 +213,19 @@ class Consumer:
         rather than acking it; asking for more confirms it.
         """
         while True:
-            try:
-                item = self.get()
-            except Closed:
-                return
+            # The batch in hand is handed out here, without a get() call per
+            # item; state is read afresh each time, so a get(), ack() or
+            # release() made inside the loop is seen.
+            self._unconfirmed = None
+            pos, items = self._pos, self._items
+            if pos < len(items):
+                self._pos = pos + 1
+                item = items[pos]
+            else:
+                try:
+                    item = self.get()
+                except Closed:
+                    return
             try:
                 yield item
             except GeneratorExit:

@@ -1,8 +1,16 @@
 """The producer: buffers items, seals them into a batch file, makes it visible.
 
-Hot path (``put``): serialize the item and append its bytes to an in-memory
-run.  No file-system call happens per item (a syscall costs about as much as
-the rest of ``put``); the folder is touched once per batch, at seal:
+Hot path (``put``): append the item to an in-memory run, as it is.  With
+``capture="seal"`` (the default) the run is serialized at seal with one
+``dumps_many`` call for the whole list, as ``multiprocessing.Queue``'s feeder
+thread pickles what was put: a list pickled in one call shares its repeated
+keys and strings and costs about half as much to dump and to load as the
+same items pickled one by one.  What is sent is the object's state at seal.
+With ``capture="put"`` each item is serialized when ``put`` accepts it, so a
+caller may mutate the object afterwards.  No system call happens per item (a
+syscall costs about as much as the rest of ``put``, so not even
+``os.getpid()``: a fork marks the parent's producers instead, see
+:func:`_after_fork_in_child`); the folder is touched once per batch, at seal:
 
 1. build the batch database in memory and write it to a *loading* name
    (``l_...``) that only this producer uses (``O_EXCL``);
@@ -42,14 +50,13 @@ import time
 import weakref
 from array import array
 from collections.abc import Iterable
-from os import getpid
 from typing import Any
 
 from . import _naming as naming
 from ._batch import encode_batch, lengths_bytes, write_file
 from ._errors import Closed, Full, TurboQueueError
-from ._folder import Folder
-from ._wait import FolderWaiter
+from ._folder import Folder, ReadyCount
+from ._wait import READY_COUNT_EVENTS, FolderWaiter
 
 __all__ = ["Producer"]
 
@@ -62,13 +69,16 @@ _live_producers: weakref.WeakSet[Producer] = weakref.WeakSet()
 CLOSED_CHECK_INTERVAL = 0.25
 #: How long the exit hook waits for room (max_ready) to seal a producer's items.
 EXIT_TIMEOUT = 5.0
+#: When a producer serializes what it was given (``Queue(..., capture=...)``).
+CAPTURES = ("seal", "put")
 
 
 class Producer:
     """Puts items into a queue.  Make one per process (or thread) with :meth:`Queue.producer`."""
 
     def __init__(self, folder: Folder, serializer: Any, *, batch_size: int, max_ready: int | None,
-                 max_batch_age: float | None, durable: bool, file_mode: int = 0o600) -> None:
+                 max_batch_age: float | None, durable: bool, file_mode: int = 0o600,
+                 capture: str = "seal") -> None:
         # What the producer needs, handed over by Queue.producer(): it never
         # reads the Queue's private state (one owner per concept).
         self._folder = folder
@@ -79,7 +89,17 @@ class Producer:
         self._max_ready = max_ready
         self._max_batch_age = max_batch_age
         self._durable = durable
+        if capture not in CAPTURES:
+            raise ValueError(f"capture: must be one of {', '.join(map(repr, CAPTURES))}, got {capture!r}")
+        self.capture = capture
+        # Deferred encoding only where it pays: a serializer that encodes a
+        # list in one call.  The others (raw, custom) encode item by item
+        # anyway, so they encode at put and keep put's semantics.
+        self._defer = capture == "seal" and bool(getattr(serializer, "many", False))
+        self._dumps_many = getattr(serializer, "dumps_many", None)
         self._pid = os.getpid()
+        #: Set in a forked child (see _after_fork_in_child): these objects are the parent's.
+        self._forked = False
         self._owner = naming.make_owner()
         self._owner_text = str(self._owner)
         self._seq = 0
@@ -88,11 +108,21 @@ class Producer:
         #: Batch files get the folder's group access (see Queue._open_folder).
         self._file_mode = file_mode
         # A claim makes room (max_ready); CLOSED ends a put blocked on room.
-        self._waiter = FolderWaiter(self._dir, wake_on=(naming.CLAIMED, naming.CLOSED_MARKER))
-        # The batch being filled: finished records plus the current run of single puts.
-        self._records: list[tuple[int, bytes | None, bytes]] = []
-        self._run: list[bytes] = []
+        # The same watch keeps the count of ready batches (ReadyCount), so
+        # backpressure lists the folder only near the limit, not at every seal.
+        self._waiter = FolderWaiter(self._dir, wake_on=(naming.CLAIMED, naming.CLOSED_MARKER),
+                                    events=READY_COUNT_EVENTS)
+        self._ready = ReadyCount(folder, self._waiter)
+        # The batch being filled: finished records, (many, lengths, data), and
+        # in deferred mode (None, first index, objects) runs encoded at seal,
+        # plus the current run of single puts (objects, or their bytes).
+        self._records: list[tuple[Any, Any, Any]] = []
+        self._run: list[Any] = []
         self._count = 0
+        #: Items dropped at seal because they could not be encoded (positions count them).
+        self._dropped_items = 0
+        #: The TypeError of items dropped by a seal that no call has raised yet.
+        self._dropped_error: TypeError | None = None
         self._first_put = 0.0  # monotonic time of the oldest unsealed item
         self._closed = False
         # True once put must stop and find out why: this producer is closed,
@@ -118,31 +148,42 @@ class Producer:
         does not wait at all.  Raises :class:`Full` when there is no room in
         time (the item is then not queued), :class:`Closed` once the queue is
         closed by any process on the path (within
-        :data:`CLOSED_CHECK_INTERVAL` seconds, also while blocked), and
-        ``TypeError`` (the producer stays usable, nothing partial is queued)
-        if the serializer cannot encode the item.
+        :data:`CLOSED_CHECK_INTERVAL` seconds, also while blocked).
+
+        With ``capture="seal"`` (the default) the item is kept as it is and
+        serialized when its batch is sealed: mutating it before then changes
+        what is sent.  An item that cannot be encoded is found at that seal:
+        it is dropped, the other items of its batch are sealed, and the call
+        that sealed the batch (this ``put`` when it filled the batch, a
+        ``flush``, ``close``, ``put_many``, or the next call after a seal by
+        the age-flush thread) raises ``TypeError`` naming its type and
+        position; ``exc.queued`` says whether that call's own item was queued
+        (1) or not (0).  With ``capture="put"`` the item is serialized here
+        and ``TypeError`` means this item was refused (nothing partial is
+        queued, the producer stays usable).
         """
-        # The hot path: kept to one serialization call, one lock and one
-        # append (each extra Python call here costs ~5% of a put).
+        # The hot path: one lock, one append, two counters; no system call
+        # and, by default, no serialization (each extra Python call here
+        # costs ~5% of a put).
         deadline = None if timeout is None and block else self._put_deadline(block, timeout)
-        if self._pid != getpid():
-            # A producer made before fork is the parent's: its buffered
-            # items are sealed by the parent, never by a child too.
-            raise self._forked_error()
-        try:
-            data = self._dumps(item)
-        except Exception as exc:
-            raise _encode_error(item, self._serializer.name, exc) from exc
+        if not self._defer:
+            try:
+                item = self._dumps(item)
+            except Exception as exc:
+                raise _encode_error(item, self._serializer.name, exc) from exc
         with self._lock:
             if self._halted:
+                # Closed, forked, or items dropped at a background seal.
                 self._check_halted()
             count = self._count
             if count >= self._batch_size:
                 self._seal_locked(deadline, for_put=True)
+                if self._dropped_error is not None:
+                    self._raise_dropped(queued=0)
                 count = 0
             if count == 0:
                 self._start_batch_locked()
-            self._run.append(data)
+            self._run.append(item)
             self._count = count = count + 1
             if count >= self._batch_size:
                 # Seal a full batch at once if there is room; if max_ready is
@@ -154,6 +195,8 @@ class Producer:
                     # caller that retries the put queue it twice.  The next
                     # put, flush or close retries the seal and raises.
                     pass
+                if self._dropped_error is not None:
+                    self._raise_dropped(queued=1)
 
     def put_nowait(self, item: Any) -> None:
         """``put(item, block=False)``: :class:`Full` at once if the item needs room there is not."""
@@ -174,7 +217,7 @@ class Producer:
         pos = 0
         try:
             deadline = self._deadline(timeout)
-            if self._pid != os.getpid():
+            if self._forked:
                 raise self._forked_error()
             items = items if isinstance(items, list) else list(items)
             ser = self._serializer
@@ -185,6 +228,8 @@ class Producer:
                         self._check_halted()
                     if self._count >= self._batch_size:
                         self._seal_locked(deadline, for_put=True)
+                        if self._dropped_error is not None:
+                            self._raise_dropped(queued=pos)
                     if self._count == 0:
                         self._start_batch_locked()
                     take = min(self._batch_size - self._count, len(items) - pos)
@@ -211,6 +256,8 @@ class Producer:
                             self._seal_locked(deadline, wait=False)
                         except OSError:
                             pass  # as in put: these items are queued; the next call raises
+                        if self._dropped_error is not None:
+                            self._raise_dropped(queued=pos)
         except BaseException as exc:
             # How many leading items are in: the caller's retry must not
             # queue them twice (test_put_many_says_how_many_it_queued).
@@ -226,12 +273,14 @@ class Producer:
         On :class:`Full` or ``OSError`` the items stay buffered: call it again.
         """
         deadline = self._deadline(timeout)
-        if self._pid != os.getpid():
+        if self._forked:
             raise self._forked_error()
         self._acquire(deadline)
         try:
             if self._count:
                 self._seal_locked(deadline)
+            if self._dropped_error is not None:
+                self._raise_dropped(queued=0)
         finally:
             self._lock.release()
 
@@ -241,9 +290,12 @@ class Producer:
         If sealing fails (:class:`Full` after ``timeout``, an ``OSError`` such
         as a full disk) the exception propagates and the producer stays open
         with its items, as if close had not been called: fix the cause and
-        call ``close()`` again.  Items it accepted are never dropped silently.
+        call ``close()`` again.  Items it accepted are never dropped silently:
+        items dropped at a seal because they could not be encoded (see
+        :meth:`put`) make ``close`` raise their ``TypeError`` once the rest is
+        sealed and the producer is closed.
         """
-        if self._closed or self._pid != os.getpid():
+        if self._closed or self._forked:
             self._closed = self._halted = True
             return
         deadline = self._deadline(timeout)
@@ -264,6 +316,8 @@ class Producer:
         if flusher is not None and flusher is not threading.current_thread():
             flusher.join()
         self._waiter.close()
+        if self._dropped_error is not None:
+            self._raise_dropped(queued=0)
 
     @property
     def pending(self) -> int:
@@ -283,7 +337,7 @@ class Producer:
         # child: those items are the parent's.
         try:
             count = self._count
-            if not count or self._closed or self._pid != os.getpid():
+            if (not count and self._dropped_error is None) or self._closed or self._forked:
                 return
         except AttributeError:  # __init__ did not finish
             return
@@ -328,15 +382,30 @@ class Producer:
 
     def _check_halted(self) -> None:
         """Raise why puts stop, or clear a stale hint (the queue was reopened)."""
+        if self._forked:
+            raise self._forked_error()
         if self._closed:
             raise TurboQueueError("put on a closed Producer", self._dir)
+        if self._dropped_error is not None:
+            self._raise_dropped(queued=0)
         # The marker decides, as in Queue.is_closed: the background thread's
         # flag only says it was there at its last look.
         if self._folder.is_closed():
             raise Closed("the queue is closed; no more puts", self._dir)
         self._halted = False
 
+    def _raise_dropped(self, queued: int) -> None:
+        """Raise the TypeError of items a seal dropped (once: the next call is clean)."""
+        exc, self._dropped_error = self._dropped_error, None
+        exc.queued = queued
+        raise exc
+
     def _report_loss(self, count: int, how: str, exc: BaseException) -> None:
+        if getattr(exc, "dropped", None) and isinstance(exc, TypeError):
+            # Not a failed seal: the batch was sealed without the items it could not encode.
+            log.error("turbo_queue producer on %s %s and dropped %d item%s it could not encode: %s",
+                      self._dir, how, exc.dropped, "" if exc.dropped == 1 else "s", exc)
+            return
         if self._loss_reported == self._count:
             return  # the exit hook said it already; __del__ at teardown must not repeat it
         self._loss_reported = self._count
@@ -350,7 +419,7 @@ class Producer:
         )
 
     def _check_usable(self) -> None:
-        if self._pid != os.getpid():
+        if self._forked:
             raise self._forked_error()
         if self._closed:
             raise TurboQueueError("put on a closed Producer", self._dir)
@@ -369,8 +438,80 @@ class Producer:
     def _end_run_locked(self) -> None:
         if self._run:
             run = self._run
-            self._records.append((0, lengths_bytes(array("Q", map(len, run))), b"".join(run)))
+            if self._defer:
+                # Objects: encoded at seal; the run remembers where it starts
+                # in the batch, to name the position of an item it cannot encode.
+                self._records.append((None, self._count - len(run), run))
+            else:
+                self._records.append((0, lengths_bytes(array("Q", map(len, run))), b"".join(run)))
             self._run = []
+
+    def _encode_deferred_locked(self) -> None:
+        """Serialize the batch's runs of objects, one ``dumps_many`` call per run.
+
+        An item that cannot be encoded is dropped (the rest of its run is
+        encoded one item at a time, as a run of single items) and its
+        TypeError is kept for the call that sealed the batch to raise.  The
+        records are replaced by their bytes before the batch is written, so
+        a seal retried after an OSError writes what the first one encoded.
+        """
+        records = self._records
+        if not any(record[0] is None for record in records):
+            return
+        dumps_many = self._dumps_many
+        out: list[tuple[int, bytes | None, bytes]] = []
+        bad: list[tuple[int, Any, BaseException]] = []
+        for record in records:
+            if record[0] is not None:
+                out.append(record)
+                continue
+            _, start, objs = record
+            try:
+                out.append((1, None, dumps_many(objs)))
+                continue
+            except MemoryError:
+                raise  # nothing is dropped for want of memory: the items stay buffered
+            except Exception:
+                pass
+            # Rare path: find which items cannot be encoded, keep the others
+            # as single items (one more list call could fail the same way).
+            encoded = []
+            for i, obj in enumerate(objs):
+                try:
+                    encoded.append(self._dumps(obj))
+                except MemoryError:
+                    raise
+                except Exception as exc:
+                    bad.append((start + i, obj, exc))
+            if encoded:
+                out.append((0, lengths_bytes(array("Q", map(len, encoded))), b"".join(encoded)))
+        self._records = out
+        if bad:
+            self._drop_locked(bad)
+
+    def _drop_locked(self, bad: list[tuple[int, Any, BaseException]]) -> None:
+        index, obj, exc = bad[0]
+        position = self.sealed_items + self._dropped_items + index
+        kept = self._count - len(bad)
+        more = f"; {len(bad) - 1} more item{'s' if len(bad) > 2 else ''} of the batch could not be encoded either" \
+            if len(bad) > 1 else ""
+        error = TypeError(
+            f"cannot encode item {index} of its batch (item {position} put to this producer, counting from 0), "
+            f"of type {type(obj).__name__}, with the {self._serializer.name} serializer: {exc}; it was "
+            f"dropped at seal and the batch's {kept} other item{'' if kept == 1 else 's'} sealed{more}")
+        error.__cause__ = exc
+        error.position = position
+        error.dropped = len(bad)
+        error.queued = 0
+        if self._dropped_error is not None:
+            # An earlier drop nobody raised yet (a background seal): keep the first, count both.
+            error = self._dropped_error
+            error.dropped += len(bad)
+        self._dropped_error = error
+        self._dropped_items += len(bad)
+        self._count = kept
+        # The next put stops to raise it, even when a background seal dropped them.
+        self._halted = True
 
     def _seal_locked(self, deadline: float | None, wait: bool = True, for_put: bool = False) -> bool:
         """Seal the pending batch.  Returns False if ``wait`` is false and there is no room.
@@ -382,6 +523,11 @@ class Producer:
         if not self._wait_for_room(deadline, wait, for_put):
             return False
         self._end_run_locked()
+        if self._defer:
+            self._encode_deferred_locked()
+            if not self._count:
+                self._records = []  # every item was dropped: nothing to write
+                return True
         seal_ns = max(time.time_ns(), self._last_seal_ns + 1)
         self._seq += 1
         body = naming.BatchName(naming.LOADING, seal_ns, self._seq, self._count, self._owner)
@@ -422,9 +568,9 @@ class Producer:
         max_ready = self._max_ready
         if max_ready is None:
             return True
-        # Listing the folder costs far more than a put, so it happens here,
-        # once per batch, never per item.
-        while self._folder.count_ready() >= max_ready:
+        # Never per item; per batch, the count kept from the folder's rename
+        # events, listed only near the limit (see ReadyCount).
+        while self._ready.count(max_ready) >= max_ready:
             if not wait:
                 return False
             if for_put and self._folder.is_closed():
@@ -445,7 +591,7 @@ class Producer:
 
     def _tick(self, interval: float) -> None:
         """One wake of the background thread: look for CLOSED, seal an old partial batch."""
-        if self._closed or self._pid != os.getpid():
+        if self._closed or self._forked:
             return
         # Only while a batch is open: a put that starts one looks itself.
         if self._count and not self._halted and self._folder.is_closed():
@@ -520,7 +666,7 @@ def _close_all_at_exit() -> None:
     for producer in list(_live_producers):
         try:
             count = producer._count
-            if producer._closed or producer._pid != os.getpid():
+            if producer._closed or producer._forked:
                 continue
             producer.close(timeout=EXIT_TIMEOUT)
         except BaseException as exc:  # noqa: BLE001 - an interrupted exit is reported too
@@ -531,9 +677,11 @@ def _after_fork_in_child() -> None:
     # The child has no thread but this one: a lock held by one of the
     # parent's threads (a put, the flusher) would stay held for ever, and the
     # flusher Thread object describes a thread that does not exist here.
-    # These producers belong to the parent (they refuse use here); the
+    # These producers belong to the parent (they refuse use here, told by
+    # _forked, which put tests through _halted: no os.getpid() per put); the
     # exit hook must leave them alone too.
     for producer in list(_live_producers):
+        producer._forked = producer._halted = True
         producer._lock = threading.Lock()
         producer._flusher = None
         producer._stop_flusher = threading.Event()

@@ -21,7 +21,7 @@ from ._consumer import Consumer
 from ._errors import Full
 from ._folder import Folder
 from ._lease import DEFAULT_LEASE_TIMEOUT
-from ._producer import Producer
+from ._producer import CAPTURES, Producer
 from ._recovery import RecoveryReport, recover
 from ._serializers import get_serializer
 
@@ -73,18 +73,33 @@ class Queue:
         taken for abandoned and recovered.  Live consumers renew their claims every
         ``lease_timeout / 4``; owners in this PID namespace are checked by pid at
         once, whatever the lease.  ``float("inf")``: never recover such files.
+    :param capture: when ``put`` serializes an item.  ``"seal"`` (the default,
+        the fast path): the object is kept and its batch serialized with one
+        call at seal, as ``multiprocessing.Queue`` pickles in its feeder
+        thread, so **mutating an object after ``put`` and before its batch is
+        sealed changes what is sent**, and an item that cannot be encoded is
+        reported by the call that seals its batch.  ``"put"``: each item is
+        serialized when ``put`` accepts it (what ``put`` accepted is what the
+        consumer gets; ``TypeError`` from that ``put``), at about twice the
+        CPU per event.  Serializers that encode item by item (``"raw"``,
+        custom objects) always encode at ``put``; ``put_many`` always encodes
+        at the call.
     """
 
     def __init__(self, path: str | os.PathLike[str], batch_size: int = 1000, max_ready: int | None = None,
                  max_batch_age: float | None = 1.0, serializer: Any = "pickle", durable: bool = False,
                  *, recover_interval: float = 1.0, allow_shared: bool = False,
-                 max_deliveries: int | None = None, lease_timeout: float = DEFAULT_LEASE_TIMEOUT) -> None:
+                 max_deliveries: int | None = None, lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
+                 capture: str = "seal") -> None:
         self.batch_size = _positive_int("batch_size", batch_size)
         self.max_ready = _positive_int("max_ready", max_ready, allow_none=True)
         self.max_batch_age = _positive_number("max_batch_age", max_batch_age, allow_none=True)
         self.recover_interval = _positive_number("recover_interval", recover_interval)
         self.max_deliveries = _positive_int("max_deliveries", max_deliveries, allow_none=True)
         self.lease_timeout = _positive_number("lease_timeout", lease_timeout)
+        if capture not in CAPTURES:
+            raise ValueError(f"capture: must be one of {', '.join(map(repr, CAPTURES))}, got {capture!r}")
+        self.capture = capture
         self._serializer = get_serializer(serializer)
         self._serializer_spec = serializer
         self.durable = bool(durable)
@@ -132,7 +147,8 @@ class Queue:
         kwargs = dict(batch_size=self.batch_size, max_ready=self.max_ready, max_batch_age=self.max_batch_age,
                       serializer=self._serializer_spec, durable=self.durable,
                       recover_interval=self.recover_interval, allow_shared=self.allow_shared,
-                      max_deliveries=self.max_deliveries, lease_timeout=self.lease_timeout)
+                      max_deliveries=self.max_deliveries, lease_timeout=self.lease_timeout,
+                      capture=self.capture)
         return (_rebuild, (str(self._path), kwargs))
 
     def __repr__(self) -> str:
@@ -148,7 +164,8 @@ class Queue:
     def producer(self) -> Producer:
         """A new producer for this process (use it as a context manager)."""
         return Producer(self._folder, self._serializer, batch_size=self.batch_size, max_ready=self.max_ready,
-                        max_batch_age=self.max_batch_age, durable=self.durable, file_mode=self._file_mode)
+                        max_batch_age=self.max_batch_age, durable=self.durable, file_mode=self._file_mode,
+                        capture=self.capture)
 
     def consumer(self) -> Consumer:
         """A new consumer for this process (use it as a context manager)."""
