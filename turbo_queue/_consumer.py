@@ -428,8 +428,10 @@ class Consumer:
         queue into ``aside/`` one after another.
         """
         path = self._folder.join(claimed)
-        parsed = naming.parse_batch_name(ready)
-        if (self._max_deliveries is not None and parsed is not None
+        # The name is parsed only where its delivery count matters (a regex
+        # and an owner parse per batch: as much as a system call).
+        parsed = naming.parse_batch_name(ready) if self._max_deliveries is not None else None
+        if (parsed is not None
                 and parsed.deliveries >= self._max_deliveries):
             # Counted up by a recovery or a consumer without the setting.
             self._folder.dead_letter(claimed, parsed, f"delivered {parsed.deliveries} times without an ack "

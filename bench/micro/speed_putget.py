@@ -160,8 +160,12 @@ def bench_mpq_batch(loops: int, batch: int) -> float:
     return _run_pair(_mpq_producer, (q, loops, batch), _mpq_consumer, (q, loops))
 
 
+#: Where the queue folders go (``--queue-dir``; None: the system's temporary folder).
+QUEUE_DIR = None
+
+
 def bench_turbo(loops: int, batch: int, many: bool, per_event: bool = False, capture: str = "seal") -> float:
-    tmp = tempfile.mkdtemp(prefix="tq-speed-")
+    tmp = tempfile.mkdtemp(prefix="tq-speed-", dir=QUEUE_DIR)
     try:
         path = os.path.join(tmp, "q")
         return _run_pair(_turbo_producer, (path, loops, batch, many, capture),
@@ -191,12 +195,21 @@ def main() -> None:
     def add_cmdline_args(cmd, args):
         if args.capture_put:
             cmd.append("--capture-put")
+        if args.queue_dir:
+            cmd.extend(["--queue-dir", args.queue_dir])
 
     runner = pyperf.Runner(processes=6, values=3, warmups=1, min_time=0.2, add_cmdline_args=add_cmdline_args)
     runner.argparser.add_argument("--capture-put", action="store_true",
                                   help="also run per-event put with capture='put' (serialized at put)")
+    runner.argparser.add_argument("--queue-dir", default=None,
+                                  help="folder for the queue folders (default: the temporary folder); "
+                                       "/dev/shm shows what the file system costs")
     runner.metadata["description"] = "CPU seconds (producer + consumer) per event; lower is better"
     runner.metadata["event_bytes_json"] = 300
+    global QUEUE_DIR
+    runner.parse_args()
+    QUEUE_DIR = runner.args.queue_dir
+    runner.metadata["queue_dir"] = QUEUE_DIR or tempfile.gettempdir()
     batches = (100, 1000)
     results = []
     # Interleave the variants per batch size so drift in the machine hits all alike.
