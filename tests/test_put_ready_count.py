@@ -13,7 +13,7 @@ from _workers import queue_files
 
 import turbo_queue
 from turbo_queue import _naming
-from turbo_queue._errors import Full
+from turbo_queue._errors import Empty, Full
 
 
 def ready_files(folder) -> int:
@@ -104,3 +104,68 @@ def test_without_inotify_every_seal_lists(qpath):
             p.put(i)
         assert p._ready.listings == 5
         assert p._ready.count(1000) == ready_files(qpath) == 5
+
+
+# -- consumers: the next ready names from the same kind of watch ------------------------------
+
+
+def test_a_consumer_keeping_up_takes_new_batches_without_listing(qpath):
+    q = turbo_queue.Queue(qpath, batch_size=1, max_batch_age=None)
+    with q.producer() as p, q.consumer() as c:
+        if not c._waiter.poll():
+            pytest.skip("no inotify here: every look lists, as before")
+        c._arrivals.relist_after = float("inf")
+        got = []
+        for i in range(30):
+            p.put(i)
+            got += c.get_batch(timeout=0)
+        assert got == list(range(30))
+        assert c._arrivals.listings <= 2  # the first look (and at most one after its race)
+
+
+def test_a_released_batch_is_next_again(qpath):
+    q = turbo_queue.Queue(qpath, batch_size=1, max_batch_age=None)
+    with q.producer() as p, q.consumer() as c:
+        for i in range(3):
+            p.put(i)
+        assert c.get_batch(timeout=0) == [0]
+        c.release()
+        assert c.get_batch(timeout=0) == [0]  # back in its place, not after the others
+        assert c.get_batch(timeout=0) == [1]
+        p.put(3)
+        assert c.get_batch(timeout=0) == [2]
+        assert c.get_batch(timeout=0) == [3]
+
+
+def test_batches_claimed_by_another_consumer_are_not_handed_out_twice(qpath):
+    q = turbo_queue.Queue(qpath, batch_size=1, max_batch_age=None)
+    with q.producer() as p, q.consumer() as a, q.consumer() as b:
+        got = []
+        for i in range(10):
+            p.put(2 * i)
+            p.put(2 * i + 1)
+            got += a.get_batch(timeout=0) + b.get_batch(timeout=0)
+        assert sorted(got) == list(range(20))
+
+
+def test_a_batch_that_arrived_without_a_rename_is_found_by_the_next_listing(qpath):
+    q = turbo_queue.Queue(qpath, batch_size=1, max_batch_age=None)
+    with q.producer() as p, q.consumer() as c:
+        if not c._waiter.poll():
+            pytest.skip("no inotify here: every look lists")
+        c._arrivals.relist_after = float("inf")
+        p.put("renamed")
+        assert c.get_batch(timeout=0) == ["renamed"]
+        c.ack()
+        p.put("copied")
+        name = next(n for n in queue_files(qpath) if n.startswith(_naming.READY))
+        parsed = _naming.parse_batch_name(name)
+        # Moved in under another ready name by a copy, not a rename: no event
+        # for it (as for a batch renamed on another host of a network file system).
+        copy = _naming.BatchName(_naming.READY, parsed.seal_ns + 1, parsed.seq, parsed.count, parsed.owner).name()
+        (qpath / copy).write_bytes((qpath / name).read_bytes())
+        (qpath / name).unlink()
+        with pytest.raises(Empty):
+            c.get_batch(timeout=0)  # the events alone do not show it
+        c._arrivals.relist_after = 0.0  # as once RELIST_AFTER has passed
+        assert c.get_batch(timeout=0) == ["copied"]

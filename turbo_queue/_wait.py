@@ -40,6 +40,9 @@ LEAVE_EVENTS = _IN_MOVED_FROM | _IN_DELETE
 #: What a producer watches to keep its count of ready batches (``_folder.ReadyCount``):
 #: names arriving (a seal, a release, a recovery) and leaving (a claim, a removal).
 READY_COUNT_EVENTS = _IN_MOVED_TO | _IN_MOVED_FROM | _IN_DELETE
+#: What a consumer watches: ready names arriving and leaving (``_folder.ReadyArrivals``);
+#: not deletions, which only acks make (of claimed names).
+ARRIVAL_EVENTS = _IN_MOVED_TO | _IN_MOVED_FROM
 #: Masks an event listener sees (``FolderWaiter.listener``).
 ARRIVED, LEFT, LOST = _IN_MOVED_TO, _IN_MOVED_FROM | _IN_DELETE, _IN_Q_OVERFLOW | _IN_IGNORED
 #: struct inotify_event: wd, mask, cookie, len, then ``len`` bytes of name.
