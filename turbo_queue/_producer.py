@@ -56,6 +56,7 @@ from . import _naming as naming
 from ._batch import encode_batch, lengths_bytes, write_file
 from ._errors import Closed, Full, TurboQueueError
 from ._folder import Folder, ReadyCount
+from ._sizing import AutoBatchSize
 from ._wait import READY_COUNT_EVENTS, FolderWaiter
 
 __all__ = ["Producer"]
@@ -69,6 +70,10 @@ _live_producers: weakref.WeakSet[Producer] = weakref.WeakSet()
 CLOSED_CHECK_INTERVAL = 0.25
 #: How long the exit hook waits for room (max_ready) to seal a producer's items.
 EXIT_TIMEOUT = 5.0
+#: How often the background thread of a batch_size="auto" producer looks for idle consumers.
+AUTO_TICK = 0.005
+#: The limit ReadyCount is asked about when there is none (max_ready None): never near.
+_NO_LIMIT = 1 << 62
 #: When a producer serializes what it was given (``Queue(..., capture=...)``).
 CAPTURES = ("seal", "put")
 
@@ -78,14 +83,16 @@ class Producer:
 
     def __init__(self, folder: Folder, serializer: Any, *, batch_size: int, max_ready: int | None,
                  max_batch_age: float | None, durable: bool, file_mode: int = 0o600,
-                 capture: str = "seal") -> None:
+                 capture: str = "seal", sizing: AutoBatchSize | None = None) -> None:
         # What the producer needs, handed over by Queue.producer(): it never
         # reads the Queue's private state (one owner per concept).
         self._folder = folder
         self._dir = folder.path
         self._serializer = serializer
         self._dumps = self._serializer.dumps
-        self._batch_size = batch_size
+        #: batch_size="auto": the policy that sets _batch_size after each seal (see _sizing.py).
+        self._sizing = sizing
+        self._batch_size = sizing.size if sizing is not None else batch_size
         self._max_ready = max_ready
         self._max_batch_age = max_batch_age
         self._durable = durable
@@ -135,6 +142,7 @@ class Producer:
         self._halt(False)
         self._loss_reported = -1  # pending count already logged as lost (no second log)
         self._flusher: threading.Thread | None = None
+        self._closed_checked = 0.0  # monotonic time of the background thread's last look for CLOSED
         self._stop_flusher = threading.Event()
         self.sealed_batches = 0
         self.sealed_items = 0
@@ -339,6 +347,11 @@ class Producer:
         self._waiter.close()
         if self._dropped_error is not None:
             self._raise_dropped(queued=0)
+
+    @property
+    def batch_size(self) -> int:
+        """The size at which the open batch is sealed (it follows the policy with ``batch_size="auto"``)."""
+        return self._batch_size
 
     @property
     def pending(self) -> int:
@@ -586,9 +599,20 @@ class Producer:
         self._last_seal_ns = seal_ns
         self.sealed_batches += 1
         self.sealed_items += self._count
+        if self._sizing is not None:
+            self._resize_locked(sum(len(record[2]) for record in self._records))
         self._records = []
         self._count = 0
         return True
+
+    def _ready_now(self) -> int:
+        return self._ready.count(self._max_ready or _NO_LIMIT)
+
+    def _resize_locked(self, nbytes: int) -> None:
+        """batch_size="auto": the next batch's size, from the ready count after this seal."""
+        self._batch_size = self._sizing.after_seal(self._count, nbytes, self._ready_now())
+        if not self._halted:
+            self._halt(False)  # the hot path's limit follows the size
 
     def _wait_for_room(self, deadline: float | None, wait: bool, for_put: bool = False) -> bool:
         max_ready = self._max_ready
@@ -620,13 +644,27 @@ class Producer:
         if self._closed or self._forked:
             return
         # Only while a batch is open: a put that starts one looks itself.
-        if self._count and not self._halted and self._folder.is_closed():
-            self._halt()
+        # At most every CLOSED_CHECK_INTERVAL: an "auto" producer ticks faster.
+        now = time.monotonic()
+        if self._count and not self._halted and now - self._closed_checked >= CLOSED_CHECK_INTERVAL - interval / 2:
+            self._closed_checked = now
+            if self._folder.is_closed():
+                self._halt()
         age = self._max_batch_age
-        if age is None:
+        if age is None and self._sizing is None:
             return
         with self._lock:
             if self._closed or not self._count:
+                return
+            if self._sizing is not None and not self._halted:
+                # Consumers waiting for work (no batch ready) get the open batch now.
+                try:
+                    if self._sizing.seal_now(self._count, self._ready_now()):
+                        self._seal_locked(None, wait=False)
+                        return
+                except OSError:
+                    return  # as below: the next put or flush reports it
+            if age is None:
                 return
             # The thread wakes every `interval` (at most age/4), so sealing
             # at age - interval keeps every batch's oldest item under
@@ -651,6 +689,8 @@ def _flush_loop(ref: weakref.ref[Producer], stop: threading.Event) -> None:
         if producer is None:
             return
         interval = _tick_interval(producer._max_batch_age)
+        if producer._sizing is not None:
+            interval = min(interval, AUTO_TICK)
         del producer
         if stop.wait(interval):
             return

@@ -24,6 +24,7 @@ from ._lease import DEFAULT_LEASE_TIMEOUT
 from ._producer import CAPTURES, Producer
 from ._recovery import RecoveryReport, recover
 from ._serializers import get_serializer
+from ._sizing import AutoBatchSize
 
 __all__ = ["Queue"]
 
@@ -48,7 +49,11 @@ class Queue:
     """A multi-process, multi-application queue stored in the folder ``path``.
 
     :param path: the queue folder; created with mode 0700 if missing.
-    :param batch_size: items per sealed batch (the unit of claiming and acking).
+    :param batch_size: items per sealed batch (the unit of claiming and acking), or
+        ``"auto"``: each producer seals early while consumers wait for work (no
+        batch ready) and grows its batches while ready batches pile up, up to
+        ``max_batch_size`` items and ``max_batch_bytes`` (see ``_sizing.py``);
+        ``max_batch_age`` stays the hard bound.
     :param max_ready: block ``put`` while this many sealed batches wait (None: unbounded).
     :param max_batch_age: seconds after which a partial batch is sealed even if its
         producer makes no further call (None: only when full or flushed).
@@ -90,8 +95,20 @@ class Queue:
                  max_batch_age: float | None = 1.0, serializer: Any = "pickle", durable: bool = False,
                  *, recover_interval: float = 1.0, allow_shared: bool = False,
                  max_deliveries: int | None = None, lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
-                 capture: str = "seal") -> None:
-        self.batch_size = _positive_int("batch_size", batch_size)
+                 capture: str = "seal", max_batch_size: int | None = None,
+                 max_batch_bytes: int | None = None) -> None:
+        if batch_size == "auto":
+            self.batch_size: int | str = "auto"
+            self.max_batch_size = _positive_int("max_batch_size", 10_000 if max_batch_size is None else max_batch_size)
+            self.max_batch_bytes = _positive_int("max_batch_bytes", max_batch_bytes, allow_none=True)
+        else:
+            if isinstance(batch_size, str):
+                raise ValueError(f"batch_size: must be a positive integer or 'auto', got {batch_size!r}")
+            self.batch_size = _positive_int("batch_size", batch_size)
+            if max_batch_size is not None or max_batch_bytes is not None:
+                raise ValueError("max_batch_size and max_batch_bytes bound batch_size='auto'; "
+                                 f"batch_size={batch_size!r} is fixed")
+            self.max_batch_size = self.max_batch_bytes = None
         self.max_ready = _positive_int("max_ready", max_ready, allow_none=True)
         self.max_batch_age = _positive_number("max_batch_age", max_batch_age, allow_none=True)
         self.recover_interval = _positive_number("recover_interval", recover_interval)
@@ -148,11 +165,12 @@ class Queue:
                       serializer=self._serializer_spec, durable=self.durable,
                       recover_interval=self.recover_interval, allow_shared=self.allow_shared,
                       max_deliveries=self.max_deliveries, lease_timeout=self.lease_timeout,
-                      capture=self.capture)
+                      capture=self.capture, max_batch_size=self.max_batch_size,
+                      max_batch_bytes=self.max_batch_bytes)
         return (_rebuild, (str(self._path), kwargs))
 
     def __repr__(self) -> str:
-        return (f"turbo_queue.Queue({str(self._path)!r}, batch_size={self.batch_size}, max_ready={self.max_ready}, "
+        return (f"turbo_queue.Queue({str(self._path)!r}, batch_size={self.batch_size!r}, max_ready={self.max_ready}, "
                 f"max_batch_age={self.max_batch_age}, serializer={self._serializer.name!r}, durable={self.durable})")
 
     # -- public API -------------------------------------------------------
@@ -163,9 +181,11 @@ class Queue:
 
     def producer(self) -> Producer:
         """A new producer for this process (use it as a context manager)."""
-        return Producer(self._folder, self._serializer, batch_size=self.batch_size, max_ready=self.max_ready,
-                        max_batch_age=self.max_batch_age, durable=self.durable, file_mode=self._file_mode,
-                        capture=self.capture)
+        auto = self.batch_size == "auto"
+        sizing = AutoBatchSize(self.max_batch_size, self.max_batch_bytes) if auto else None
+        return Producer(self._folder, self._serializer, batch_size=0 if auto else self.batch_size,
+                        max_ready=self.max_ready, max_batch_age=self.max_batch_age, durable=self.durable,
+                        file_mode=self._file_mode, capture=self.capture, sizing=sizing)
 
     def consumer(self) -> Consumer:
         """A new consumer for this process (use it as a context manager)."""
