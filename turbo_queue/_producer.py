@@ -54,6 +54,7 @@ from typing import Any
 
 from . import _naming as naming
 from ._batch import encode_batch, lengths_bytes, write_file
+from ._capture import CAPTURES, dropped_error, encode_error, encode_runs, first_unencodable
 from ._errors import Closed, Full, TurboQueueError
 from ._folder import Folder, ReadyCount
 from ._sizing import AutoBatchSize
@@ -74,8 +75,6 @@ EXIT_TIMEOUT = 5.0
 AUTO_TICK = 0.005
 #: The limit ReadyCount is asked about when there is none (max_ready None): never near.
 _NO_LIMIT = 1 << 62
-#: When a producer serializes what it was given (``Queue(..., capture=...)``).
-CAPTURES = ("seal", "put")
 
 
 class Producer:
@@ -197,7 +196,7 @@ class Producer:
             try:
                 item = self._dumps(item)
             except Exception as exc:
-                raise _encode_error(item, self._serializer.name, exc) from exc
+                raise encode_error(item, self._serializer.name, exc) from exc
         with self._lock:
             if self._halted:
                 # Closed, forked, or items dropped at a background seal.
@@ -265,7 +264,7 @@ class Producer:
                         try:
                             data = ser.dumps_many(chunk)
                         except Exception as exc:
-                            raise _encode_error(_first_unencodable(chunk, ser.dumps), ser.name, exc) from exc
+                            raise encode_error(first_unencodable(chunk, ser.dumps), ser.name, exc) from exc
                         self._end_run_locked()
                         self._records.append((1, None, data))
                     else:
@@ -274,7 +273,7 @@ class Producer:
                             try:
                                 encoded.append(self._dumps(item))
                             except Exception as exc:
-                                raise _encode_error(item, ser.name, exc) from exc
+                                raise encode_error(item, ser.name, exc) from exc
                         self._run.extend(encoded)
                     self._count += take
                     pos += take
@@ -486,62 +485,17 @@ class Producer:
             self._run = []
 
     def _encode_deferred_locked(self) -> None:
-        """Serialize the batch's runs of objects, one ``dumps_many`` call per run.
+        """Serialize the batch's runs of objects (see _capture.encode_runs); drop what cannot be encoded.
 
-        An item that cannot be encoded is dropped (the rest of its run is
-        encoded one item at a time, as a run of single items) and its
-        TypeError is kept for the call that sealed the batch to raise.  The
-        records are replaced by their bytes before the batch is written, so
-        a seal retried after an OSError writes what the first one encoded.
+        The records are replaced by their bytes before the batch is written,
+        so a seal retried after an OSError writes what the first one encoded.
         """
-        records = self._records
-        if not any(record[0] is None for record in records):
+        records, bad = encode_runs(self._records, self._dumps_many, self._dumps)
+        self._records = records
+        if not bad:
             return
-        dumps_many = self._dumps_many
-        out: list[tuple[int, bytes | None, bytes]] = []
-        bad: list[tuple[int, Any, BaseException]] = []
-        for record in records:
-            if record[0] is not None:
-                out.append(record)
-                continue
-            _, start, objs = record
-            try:
-                out.append((1, None, dumps_many(objs)))
-                continue
-            except MemoryError:
-                raise  # nothing is dropped for want of memory: the items stay buffered
-            except Exception:
-                pass
-            # Rare path: find which items cannot be encoded, keep the others
-            # as single items (one more list call could fail the same way).
-            encoded = []
-            for i, obj in enumerate(objs):
-                try:
-                    encoded.append(self._dumps(obj))
-                except MemoryError:
-                    raise
-                except Exception as exc:
-                    bad.append((start + i, obj, exc))
-            if encoded:
-                out.append((0, lengths_bytes(array("Q", map(len, encoded))), b"".join(encoded)))
-        self._records = out
-        if bad:
-            self._drop_locked(bad)
-
-    def _drop_locked(self, bad: list[tuple[int, Any, BaseException]]) -> None:
-        index, obj, exc = bad[0]
-        position = self.sealed_items + self._dropped_items + index
         kept = self._count - len(bad)
-        more = f"; {len(bad) - 1} more item{'s' if len(bad) > 2 else ''} of the batch could not be encoded either" \
-            if len(bad) > 1 else ""
-        error = TypeError(
-            f"cannot encode item {index} of its batch (item {position} put to this producer, counting from 0), "
-            f"of type {type(obj).__name__}, with the {self._serializer.name} serializer: {exc}; it was "
-            f"dropped at seal and the batch's {kept} other item{'' if kept == 1 else 's'} sealed{more}")
-        error.__cause__ = exc
-        error.position = position
-        error.dropped = len(bad)
-        error.queued = 0
+        error = dropped_error(bad, self.sealed_items + self._dropped_items, kept, self._serializer.name)
         if self._dropped_error is not None:
             # An earlier drop nobody raised yet (a background seal): keep the first, count both.
             error = self._dropped_error
@@ -707,20 +661,6 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _encode_error(item: Any, serializer: str, exc: BaseException) -> TypeError:
-    return TypeError(f"cannot encode item of type {type(item).__name__} with the {serializer} "
-                     f"serializer: {exc}")
-
-
-def _first_unencodable(items: list[Any], dumps) -> Any:
-    for item in items:
-        try:
-            dumps(item)
-        except Exception:
-            return item
-    return items
 
 
 def _close_all_at_exit() -> None:

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from . import _naming as naming
+from ._capture import CAPTURES
 from ._consumer import Consumer
 from ._errors import Full
 from ._folder import Folder
 from ._lease import DEFAULT_LEASE_TIMEOUT
-from ._producer import CAPTURES, Producer
+from ._producer import Producer
 from ._recovery import RecoveryReport, recover
 from ._serializers import get_serializer
 from ._sizing import AutoBatchSize
