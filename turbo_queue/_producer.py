@@ -565,8 +565,8 @@ class Producer:
     def _resize_locked(self, nbytes: int) -> None:
         """batch_size="auto": the next batch's size, from the ready count after this seal."""
         self._batch_size = self._sizing.after_seal(self._count, nbytes, self._ready_now())
-        if not self._halted:
-            self._halt(False)  # the hot path's limit follows the size
+        # The hot path's limit follows the size (and stays 0 while halted).
+        self._fast_limit = 0 if self._halted or not self._defer else self._batch_size - 1
 
     def _wait_for_room(self, deadline: float | None, wait: bool, for_put: bool = False) -> bool:
         max_ready = self._max_ready
