@@ -151,3 +151,32 @@ def test_auto_queue_hands_a_waiting_consumer_the_open_batch_without_a_flush(qpat
             p.put(i)
         assert c.get_batch(timeout=30) == [0, 1, 2]
         assert p.pending == 0 and p.sealed_batches == 1
+
+
+def test_auto_queue_delivers_everything_in_order_to_a_live_consumer(qpath):
+    import threading
+
+    q = turbo_queue.Queue(qpath, batch_size="auto", max_batch_size=2000, max_ready=8)
+    got: list[int] = []
+    errors: list[BaseException] = []
+
+    def consume():
+        try:
+            with q.consumer() as c:
+                got.extend(c)  # until closed and drained
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    try:
+        with q.producer() as p:
+            for i in range(20_000):
+                p.put(i)
+            sealed = p.sealed_batches
+    finally:
+        q.close()
+        thread.join(60)
+    assert not thread.is_alive() and not errors
+    assert got == list(range(20_000))
+    assert 10 <= sealed  # sealed as it went, not in one batch at close
