@@ -110,6 +110,50 @@ def test_mixed_folder_drains_in_order_through_a_consumer(qpath):
     assert not (qpath / "aside").exists() or os.listdir(qpath / "aside") == []
 
 
+@pytest.mark.parametrize("how", ["get", "iterate", "get_batch"])
+def test_folder_of_every_layout_drains_in_order_item_by_item(qpath, how):
+    """v1 files, v2 files of runs, and what this build's producers write in
+    each capture mode (one list per run at seal; item runs at put; put_many
+    lists between them), all in one folder, read by one consumer per item."""
+    q = turbo_queue.Queue(qpath, batch_size=4, max_batch_age=None)
+    expected = []
+    for seq in (1, 2):
+        items = [f"old{seq}-{i}" for i in range(5)]
+        put_ready(qpath, seq, batch_v1(items) if seq == 1 else batch_v2(items), len(items))
+        expected += items
+    put_ready(qpath, 3, (DATA / "batch_v1.tqb").read_bytes(), len(V1_FILE_ITEMS))
+    expected += V1_FILE_ITEMS
+    for capture in ("seal", "put"):
+        q_capture = turbo_queue.Queue(qpath, batch_size=4, max_batch_age=None, capture=capture)
+        with q_capture.producer() as p:
+            items = [{"capture": capture, "i": i} for i in range(11)]
+            p.put(items[0])
+            p.put_many(items[1:3])  # a list record between runs, in one batch
+            for item in items[3:]:
+                p.put(item)  # full batches of one run each, and a partial one sealed at close
+        expected += items
+    got = []
+    with q.consumer() as c:
+        if how == "iterate":
+            q.close()
+            got = list(c)
+        elif how == "get":
+            while True:
+                try:
+                    got.append(c.get(timeout=0))
+                except Empty:
+                    break
+        else:
+            while True:
+                try:
+                    got += c.get_batch(timeout=0)
+                except Empty:
+                    break
+    assert got == expected
+    assert queue_files(qpath) == []
+    assert not (qpath / "aside").exists() or os.listdir(qpath / "aside") == []
+
+
 def test_one_consumer_alternating_versions_reads_each_file_right():
     """v1 and v2 files share a schema cookie but not root pages: a reader that
     reused one connection's cached statements for both read the wrong pages."""

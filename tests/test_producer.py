@@ -397,6 +397,11 @@ def test_fork_child_owns_no_inherited_inotify_descriptor(qpath):
     parent_fds = _inotify_fds()
     if not parent_fds:
         pytest.skip("inotify is not available here: nothing to inherit")
+    # A producer in mid-batch, whose next put would take the hot path (no
+    # os.getpid() there: the fork hook marks it).
+    q2 = turbo_queue.Queue(qpath.parent / "mid-batch", batch_size=100, max_batch_age=None)
+    p2 = q2.producer()
+    p2.put(1)
     # A thread of the parent holds the producer's lock while the fork happens.
     held, release = threading.Event(), threading.Event()
 
@@ -419,6 +424,14 @@ def test_fork_child_owns_no_inherited_inotify_descriptor(qpath):
             report["inherited_inotify"] = sorted(_inotify_fds())
             report["lock_held"] = p._lock.locked()
             report["flusher"] = p._flusher is not None
+            refused = []
+            for call in (lambda: p2.put(2), lambda: p2.put_many([2]), lambda: p2.flush(), lambda: p.put("c")):
+                try:
+                    call()
+                    refused.append(False)
+                except turbo_queue.TurboQueueError as exc:
+                    refused.append("another process" in str(exc))
+            report["parent_producers_refused"] = refused
             # A new producer works in the child (on a Queue without max_ready,
             # so its close does not wait for the parent's consumer).
             with turbo_queue.Queue(qpath, batch_size=1).producer() as mine:
@@ -444,6 +457,11 @@ def test_fork_child_owns_no_inherited_inotify_descriptor(qpath):
     assert report.get("ok"), report
     assert report["inherited_inotify"] == [], f"child kept the parent's inotify fds {report['inherited_inotify']}"
     assert report["lock_held"] is False and report["flusher"] is False
+    assert report["parent_producers_refused"] == [True] * 4
+    p2.put(2)  # still the parent's, and still usable here
+    p2.close()
+    with q2.consumer() as c2:
+        assert c2.get_batch(timeout=5) == [1, 2]
     # The parent's producer, consumer and their watches still work.
     assert _inotify_fds() >= parent_fds
     got = []

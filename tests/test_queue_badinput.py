@@ -36,6 +36,7 @@ def drain(q):
     ({"max_batch_age": "1"}, "max_batch_age"), ({"max_batch_age": float("nan")}, "max_batch_age"),
     ({"recover_interval": 0}, "recover_interval"),
     ({"serializer": "yaml"}, "serializer"), ({"serializer": 42}, "serializer"), ({"serializer": object()}, "serializer"),
+    ({"capture": "later"}, "capture"), ({"capture": None}, "capture"),
 ])
 def test_bad_queue_arguments(qpath, kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -98,7 +99,9 @@ class Unpicklable:
     ("raw", ["a", b"b"], ["list"], "list"),
 ])
 def test_unencodable_item(qpath, serializer, good, bad, typename):
-    q = turbo_queue.Queue(qpath, batch_size=100, serializer=serializer)
+    # Encoded at put: the refusal comes from the put itself.  The default
+    # capture="seal" reports it at seal: tests/test_put_capture.py.
+    q = turbo_queue.Queue(qpath, batch_size=100, serializer=serializer, capture="put")
     p = q.producer()
     p.put(good[0])
     with pytest.raises(TypeError, match=typename):

@@ -156,7 +156,9 @@ def test_raw_keeps_bytes_and_str_apart(qpath):
 @pytest.mark.parametrize("serializer", ["pickle", "json"])
 @pytest.mark.parametrize("how", ["put", "put_many"])
 def test_mutate_and_reput_delivers_each_version(qpath, serializer, how):
-    q = turbo_queue.Queue(qpath, batch_size=10, serializer=serializer)
+    # capture="put" (and put_many whatever the capture): encoded at the call.
+    # The default, capture="seal", is tested in tests/test_put_capture.py.
+    q = turbo_queue.Queue(qpath, batch_size=10, serializer=serializer, capture="put")
     d = {"n": 1, "seen": [1]}
     with q.producer() as p:
         if how == "put":

@@ -39,9 +39,9 @@ from typing import Any
 from . import _naming as naming
 from ._batch import decode_batch, decode_items, read_file
 from ._errors import BatchFormatError, BatchReadError, Closed, Empty, TurboQueueError
-from ._folder import Folder
+from ._folder import Folder, ReadyArrivals
 from ._recovery import pacer, recover
-from ._wait import FolderWaiter
+from ._wait import ARRIVAL_EVENTS, FolderWaiter
 
 __all__ = ["Consumer"]
 
@@ -94,8 +94,10 @@ class Consumer:
         self._loads_many = getattr(serializer, "loads_many", None)
         self._pid = os.getpid()
         self._owner = naming.make_owner()
-        self._waiter = FolderWaiter(self._dir, wake_on=(naming.READY, naming.CLOSED_MARKER))
-        self._candidates: list[str] = []  # ready names from the last listing, oldest first
+        self._waiter = FolderWaiter(self._dir, wake_on=(naming.READY, naming.CLOSED_MARKER), events=ARRIVAL_EVENTS)
+        # The same watch names the batches that became ready: no listing per batch.
+        self._arrivals = ReadyArrivals(folder, self._waiter)
+        self._candidates: list[str] = []  # ready names from the last look, oldest first
         self._hold = _Hold(folder, max_deliveries)
         self._items: list[Any] = []
         self._pos = 0
@@ -136,12 +138,12 @@ class Consumer:
         batch could not be read here (it is back in ready).
         """
         self._unconfirmed = None  # asking for more: what was handed out is handled
-        if self._pos < len(self._items):
+        pos, items = self._pos, self._items
+        if pos < len(items):
             if timeout is not None:
                 self._deadline(timeout)  # a bad timeout is refused whether or not get would wait
-            item = self._items[self._pos]
-            self._pos += 1
-            return item
+            self._pos = pos + 1
+            return items[pos]
         # block=False: one look at the folder (a deadline that has already
         # passed), never a wait, as queue.Queue.get(block=False).
         deadline = self._deadline(timeout if block else 0.0)
@@ -213,10 +215,19 @@ class Consumer:
         rather than acking it; asking for more confirms it.
         """
         while True:
-            try:
-                item = self.get()
-            except Closed:
-                return
+            # The batch in hand is handed out here, without a get() call per
+            # item; state is read afresh each time, so a get(), ack() or
+            # release() made inside the loop is seen.
+            self._unconfirmed = None
+            pos, items = self._pos, self._items
+            if pos < len(items):
+                self._pos = pos + 1
+                item = items[pos]
+            else:
+                try:
+                    item = self.get()
+                except Closed:
+                    return
             try:
                 yield item
             except GeneratorExit:
@@ -299,11 +310,16 @@ class Consumer:
         self._drop_hold()
         # The released batch is older than the cached candidates: list again
         # so that it is the next one out (its place in line), not skipped.
-        self._candidates = []
+        self._forget_candidates()
         error = "released without an ack" if exc is None else f"{type(exc).__name__}: {exc}"
         moved = self._folder.release(name, ready, count=count, max_deliveries=self._max_deliveries, error=error)
         if moved is None:
             log.warning("turbo_queue: claimed batch %s vanished before its release", name)
+
+    def _forget_candidates(self) -> None:
+        """Drop the candidates; the next look lists the folder (their place in line matters)."""
+        self._candidates = []
+        self._arrivals.forget()
 
     def _pace_recovery(self, force: bool = False) -> bool:
         try:
@@ -321,7 +337,7 @@ class Consumer:
             # Paced by time, busy or idle: one scan per recover_interval for
             # the whole process (tests/test_recovery_load.py).
             if self._pace_recovery():
-                self._candidates = []
+                self._forget_candidates()
             items = self._claim_and_read()
             if items is not None:
                 self._waiter.reset()
@@ -353,7 +369,7 @@ class Consumer:
             if not self._candidates:
                 if listings == 2:
                     return None
-                self._candidates = self._folder.list_ready()
+                self._candidates = self._arrivals.ready()
                 listings += 1
                 if not self._candidates:
                     return None
@@ -374,7 +390,7 @@ class Consumer:
                     self._folder.set_aside(ready, "name-too-long")
                     continue
                 # The rename failed, so the batch is still ready, in its place.
-                self._candidates = []
+                self._forget_candidates()
                 if exc.errno in _FOLDER_ERRNOS:
                     # The folder itself refuses changes (read-only, permissions):
                     # the same OSError, naming the path, that producers raise.
@@ -389,7 +405,7 @@ class Consumer:
                 # and hand-over: never handed over, so not a delivery; back
                 # under its old name (tests/test_consumer_faults.py).
                 self._folder.release(claimed, ready, count=False)
-                self._candidates = []
+                self._forget_candidates()
                 raise
             if items is None:
                 continue  # unreadable, set aside (or empty, acked): try the next one
@@ -400,7 +416,7 @@ class Consumer:
 
     def _local_fault(self, claimed: str, ready: str, exc: BaseException, what: str, count: bool) -> BatchReadError:
         """Return a good batch that this consumer could not read to ready; the error to raise."""
-        self._candidates = []
+        self._forget_candidates()
         moved = self._folder.release(claimed, ready, count=count, max_deliveries=self._max_deliveries,
                                      error=f"{what}: {type(exc).__name__}: {exc}")
         if moved is not None and moved.startswith(naming.DEAD_DIR):
@@ -419,8 +435,10 @@ class Consumer:
         queue into ``aside/`` one after another.
         """
         path = self._folder.join(claimed)
-        parsed = naming.parse_batch_name(ready)
-        if (self._max_deliveries is not None and parsed is not None
+        # The name is parsed only where its delivery count matters (a regex
+        # and an owner parse per batch: as much as a system call).
+        parsed = naming.parse_batch_name(ready) if self._max_deliveries is not None else None
+        if (parsed is not None
                 and parsed.deliveries >= self._max_deliveries):
             # Counted up by a recovery or a consumer without the setting.
             self._folder.dead_letter(claimed, parsed, f"delivered {parsed.deliveries} times without an ack "

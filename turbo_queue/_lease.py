@@ -80,6 +80,8 @@ class _Renewer:
         self.cond = threading.Condition(threading.Lock())
         self.held: dict[str, float] = {}  # path -> lease_timeout it is held under
         self.thread: threading.Thread | None = None
+        #: Seconds the thread sleeps between renewals now (inf: not started).
+        self.interval = math.inf
 
 
 _renewer = _Renewer()
@@ -91,13 +93,17 @@ def hold(path: str, lease_timeout: float) -> None:
         return  # a lease that never lapses needs no renewal
     r = _renewer
     with r.cond:
-        shortest = min(r.held.values(), default=math.inf)
         r.held[path] = lease_timeout
         if r.thread is None:
             r.thread = threading.Thread(target=_renew_loop, args=(r,), name="turbo_queue-lease", daemon=True)
             r.thread.start()
-        elif lease_timeout < shortest:
-            r.cond.notify()  # the thread sleeps for a longer lease's interval, or for ever when idle
+        elif lease_timeout * RENEW_FRACTION < r.interval:
+            # The thread sleeps for a longer lease's interval: wake it.  Not
+            # otherwise: the thread keeps its cadence while idle too, so a
+            # claim made between two renewals is renewed within one interval,
+            # and a consumer's claim of every batch wakes no thread (a wake
+            # cost ~0.25 ms per batch, as much as reading the batch).
+            r.cond.notify()
 
 
 def drop(path: str) -> None:
@@ -117,9 +123,13 @@ def held() -> dict[str, float]:
 def _renew_loop(r: _Renewer) -> None:
     while True:
         with r.cond:
-            while not r.held:
-                r.cond.wait()
-            r.cond.wait(min(r.held.values()) * RENEW_FRACTION)
+            # Idle (nothing held) the thread keeps the last cadence: one wake
+            # per interval (30 s by default) costs nothing, and spares a
+            # notify per claim.
+            if r.held:
+                r.interval = min(r.held.values()) * RENEW_FRACTION
+            # inf until a claim was held: sleep until hold() notifies.
+            r.cond.wait(None if r.interval == math.inf else min(r.interval, threading.TIMEOUT_MAX))
             paths = list(r.held)
         # Outside the lock: a claim or ack never waits for a slow file server.
         # A path dropped meanwhile is at worst touched once more, which keeps

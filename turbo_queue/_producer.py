@@ -1,8 +1,16 @@
 """The producer: buffers items, seals them into a batch file, makes it visible.
 
-Hot path (``put``): serialize the item and append its bytes to an in-memory
-run.  No file-system call happens per item (a syscall costs about as much as
-the rest of ``put``); the folder is touched once per batch, at seal:
+Hot path (``put``): append the item to an in-memory run, as it is.  With
+``capture="seal"`` (the default) the run is serialized at seal with one
+``dumps_many`` call for the whole list, as ``multiprocessing.Queue``'s feeder
+thread pickles what was put: a list pickled in one call shares its repeated
+keys and strings and costs about half as much to dump and to load as the
+same items pickled one by one.  What is sent is the object's state at seal.
+With ``capture="put"`` each item is serialized when ``put`` accepts it, so a
+caller may mutate the object afterwards.  No system call happens per item (a
+syscall costs about as much as the rest of ``put``, so not even
+``os.getpid()``: a fork marks the parent's producers instead, see
+:func:`_after_fork_in_child`); the folder is touched once per batch, at seal:
 
 1. build the batch database in memory and write it to a *loading* name
    (``l_...``) that only this producer uses (``O_EXCL``);
@@ -42,14 +50,15 @@ import time
 import weakref
 from array import array
 from collections.abc import Iterable
-from os import getpid
 from typing import Any
 
 from . import _naming as naming
 from ._batch import encode_batch, lengths_bytes, write_file
+from ._capture import CAPTURES, dropped_error, encode_error, encode_runs, first_unencodable
 from ._errors import Closed, Full, TurboQueueError
-from ._folder import Folder
-from ._wait import FolderWaiter
+from ._folder import Folder, ReadyCount
+from ._sizing import AutoBatchSize
+from ._wait import READY_COUNT_EVENTS, FolderWaiter
 
 __all__ = ["Producer"]
 
@@ -62,24 +71,41 @@ _live_producers: weakref.WeakSet[Producer] = weakref.WeakSet()
 CLOSED_CHECK_INTERVAL = 0.25
 #: How long the exit hook waits for room (max_ready) to seal a producer's items.
 EXIT_TIMEOUT = 5.0
+#: How often the background thread of a batch_size="auto" producer looks for idle consumers.
+AUTO_TICK = 0.005
+#: The limit ReadyCount is asked about when there is none (max_ready None): never near.
+_NO_LIMIT = 1 << 62
 
 
 class Producer:
     """Puts items into a queue.  Make one per process (or thread) with :meth:`Queue.producer`."""
 
     def __init__(self, folder: Folder, serializer: Any, *, batch_size: int, max_ready: int | None,
-                 max_batch_age: float | None, durable: bool, file_mode: int = 0o600) -> None:
+                 max_batch_age: float | None, durable: bool, file_mode: int = 0o600,
+                 capture: str = "seal", sizing: AutoBatchSize | None = None) -> None:
         # What the producer needs, handed over by Queue.producer(): it never
         # reads the Queue's private state (one owner per concept).
         self._folder = folder
         self._dir = folder.path
         self._serializer = serializer
         self._dumps = self._serializer.dumps
-        self._batch_size = batch_size
+        #: batch_size="auto": the policy that sets _batch_size after each seal (see _sizing.py).
+        self._sizing = sizing
+        self._batch_size = sizing.size if sizing is not None else batch_size
         self._max_ready = max_ready
         self._max_batch_age = max_batch_age
         self._durable = durable
+        if capture not in CAPTURES:
+            raise ValueError(f"capture: must be one of {', '.join(map(repr, CAPTURES))}, got {capture!r}")
+        self.capture = capture
+        # Deferred encoding only where it pays: a serializer that encodes a
+        # list in one call.  The others (raw, custom) encode item by item
+        # anyway, so they encode at put and keep put's semantics.
+        self._defer = capture == "seal" and bool(getattr(serializer, "many", False))
+        self._dumps_many = getattr(serializer, "dumps_many", None)
         self._pid = os.getpid()
+        #: Set in a forked child (see _after_fork_in_child): these objects are the parent's.
+        self._forked = False
         self._owner = naming.make_owner()
         self._owner_text = str(self._owner)
         self._seq = 0
@@ -88,11 +114,21 @@ class Producer:
         #: Batch files get the folder's group access (see Queue._open_folder).
         self._file_mode = file_mode
         # A claim makes room (max_ready); CLOSED ends a put blocked on room.
-        self._waiter = FolderWaiter(self._dir, wake_on=(naming.CLAIMED, naming.CLOSED_MARKER))
-        # The batch being filled: finished records plus the current run of single puts.
-        self._records: list[tuple[int, bytes | None, bytes]] = []
-        self._run: list[bytes] = []
+        # The same watch keeps the count of ready batches (ReadyCount), so
+        # backpressure lists the folder only near the limit, not at every seal.
+        self._waiter = FolderWaiter(self._dir, wake_on=(naming.CLAIMED, naming.CLOSED_MARKER),
+                                    events=READY_COUNT_EVENTS)
+        self._ready = ReadyCount(folder, self._waiter)
+        # The batch being filled: finished records, (many, lengths, data), and
+        # in deferred mode (None, first index, objects) runs encoded at seal,
+        # plus the current run of single puts (objects, or their bytes).
+        self._records: list[tuple[Any, Any, Any]] = []
+        self._run: list[Any] = []
         self._count = 0
+        #: Items dropped at seal because they could not be encoded (positions count them).
+        self._dropped_items = 0
+        #: The TypeError of items dropped by a seal that no call has raised yet.
+        self._dropped_error: TypeError | None = None
         self._first_put = 0.0  # monotonic time of the oldest unsealed item
         self._closed = False
         # True once put must stop and find out why: this producer is closed,
@@ -100,8 +136,12 @@ class Producer:
         # confirms with one stat; see _check_halted).  One attribute, so put
         # tests it where it tested _closed alone.
         self._halted = False
+        #: put's hot path takes items while the count is below this (see put).
+        self._fast_limit = 0
+        self._halt(False)
         self._loss_reported = -1  # pending count already logged as lost (no second log)
         self._flusher: threading.Thread | None = None
+        self._closed_checked = 0.0  # monotonic time of the background thread's last look for CLOSED
         self._stop_flusher = threading.Event()
         self.sealed_batches = 0
         self.sealed_items = 0
@@ -118,31 +158,58 @@ class Producer:
         does not wait at all.  Raises :class:`Full` when there is no room in
         time (the item is then not queued), :class:`Closed` once the queue is
         closed by any process on the path (within
-        :data:`CLOSED_CHECK_INTERVAL` seconds, also while blocked), and
-        ``TypeError`` (the producer stays usable, nothing partial is queued)
-        if the serializer cannot encode the item.
+        :data:`CLOSED_CHECK_INTERVAL` seconds, also while blocked).
+
+        With ``capture="seal"`` (the default) the item is kept as it is and
+        serialized when its batch is sealed: mutating it before then changes
+        what is sent.  An item that cannot be encoded is found at that seal:
+        it is dropped, the other items of its batch are sealed, and the call
+        that sealed the batch (this ``put`` when it filled the batch, a
+        ``flush``, ``close``, ``put_many``, or the next call after a seal by
+        the age-flush thread) raises ``TypeError`` naming its type and
+        position; ``exc.queued`` says whether that call's own item was queued
+        (1) or not (0).  With ``capture="put"`` the item is serialized here
+        and ``TypeError`` means this item was refused (nothing partial is
+        queued, the producer stays usable).
         """
-        # The hot path: kept to one serialization call, one lock and one
-        # append (each extra Python call here costs ~5% of a put).
-        deadline = None if timeout is None and block else self._put_deadline(block, timeout)
-        if self._pid != getpid():
-            # A producer made before fork is the parent's: its buffered
-            # items are sealed by the parent, never by a child too.
-            raise self._forked_error()
+        # The hot path, for an item neither first nor last of its batch: one
+        # lock, one append, one counter; no system call and, by default, no
+        # serialization (each extra Python call or test here costs ~5% of a
+        # put).  _fast_limit is 0 whenever this path must not be taken
+        # (capture="put", halted: closed, forked, items dropped at seal).
+        lock = self._lock
+        lock.acquire()
         try:
-            data = self._dumps(item)
-        except Exception as exc:
-            raise _encode_error(item, self._serializer.name, exc) from exc
+            count = self._count
+            if 0 < count < self._fast_limit and block and timeout is None:
+                self._run.append(item)
+                self._count = count + 1
+                return
+        finally:
+            lock.release()
+        self._put(item, block, timeout)
+
+    def _put(self, item: Any, block: bool, timeout: float | None) -> None:
+        """put() for every other case: a first or last item, a timeout, capture="put", halted."""
+        deadline = None if timeout is None and block else self._put_deadline(block, timeout)
+        if not self._defer:
+            try:
+                item = self._dumps(item)
+            except Exception as exc:
+                raise encode_error(item, self._serializer.name, exc) from exc
         with self._lock:
             if self._halted:
+                # Closed, forked, or items dropped at a background seal.
                 self._check_halted()
             count = self._count
             if count >= self._batch_size:
                 self._seal_locked(deadline, for_put=True)
+                if self._dropped_error is not None:
+                    self._raise_dropped(queued=0)
                 count = 0
             if count == 0:
                 self._start_batch_locked()
-            self._run.append(data)
+            self._run.append(item)
             self._count = count = count + 1
             if count >= self._batch_size:
                 # Seal a full batch at once if there is room; if max_ready is
@@ -154,6 +221,8 @@ class Producer:
                     # caller that retries the put queue it twice.  The next
                     # put, flush or close retries the seal and raises.
                     pass
+                if self._dropped_error is not None:
+                    self._raise_dropped(queued=1)
 
     def put_nowait(self, item: Any) -> None:
         """``put(item, block=False)``: :class:`Full` at once if the item needs room there is not."""
@@ -174,7 +243,7 @@ class Producer:
         pos = 0
         try:
             deadline = self._deadline(timeout)
-            if self._pid != os.getpid():
+            if self._forked:
                 raise self._forked_error()
             items = items if isinstance(items, list) else list(items)
             ser = self._serializer
@@ -185,6 +254,8 @@ class Producer:
                         self._check_halted()
                     if self._count >= self._batch_size:
                         self._seal_locked(deadline, for_put=True)
+                        if self._dropped_error is not None:
+                            self._raise_dropped(queued=pos)
                     if self._count == 0:
                         self._start_batch_locked()
                     take = min(self._batch_size - self._count, len(items) - pos)
@@ -193,7 +264,7 @@ class Producer:
                         try:
                             data = ser.dumps_many(chunk)
                         except Exception as exc:
-                            raise _encode_error(_first_unencodable(chunk, ser.dumps), ser.name, exc) from exc
+                            raise encode_error(first_unencodable(chunk, ser.dumps), ser.name, exc) from exc
                         self._end_run_locked()
                         self._records.append((1, None, data))
                     else:
@@ -202,7 +273,7 @@ class Producer:
                             try:
                                 encoded.append(self._dumps(item))
                             except Exception as exc:
-                                raise _encode_error(item, ser.name, exc) from exc
+                                raise encode_error(item, ser.name, exc) from exc
                         self._run.extend(encoded)
                     self._count += take
                     pos += take
@@ -211,6 +282,8 @@ class Producer:
                             self._seal_locked(deadline, wait=False)
                         except OSError:
                             pass  # as in put: these items are queued; the next call raises
+                        if self._dropped_error is not None:
+                            self._raise_dropped(queued=pos)
         except BaseException as exc:
             # How many leading items are in: the caller's retry must not
             # queue them twice (test_put_many_says_how_many_it_queued).
@@ -226,12 +299,14 @@ class Producer:
         On :class:`Full` or ``OSError`` the items stay buffered: call it again.
         """
         deadline = self._deadline(timeout)
-        if self._pid != os.getpid():
+        if self._forked:
             raise self._forked_error()
         self._acquire(deadline)
         try:
             if self._count:
                 self._seal_locked(deadline)
+            if self._dropped_error is not None:
+                self._raise_dropped(queued=0)
         finally:
             self._lock.release()
 
@@ -241,10 +316,14 @@ class Producer:
         If sealing fails (:class:`Full` after ``timeout``, an ``OSError`` such
         as a full disk) the exception propagates and the producer stays open
         with its items, as if close had not been called: fix the cause and
-        call ``close()`` again.  Items it accepted are never dropped silently.
+        call ``close()`` again.  Items it accepted are never dropped silently:
+        items dropped at a seal because they could not be encoded (see
+        :meth:`put`) make ``close`` raise their ``TypeError`` once the rest is
+        sealed and the producer is closed.
         """
-        if self._closed or self._pid != os.getpid():
-            self._closed = self._halted = True
+        if self._closed or self._forked:
+            self._closed = True
+            self._halt()
             return
         deadline = self._deadline(timeout)
         self._acquire(deadline)
@@ -256,7 +335,8 @@ class Producer:
             # is refused), never in between.
             if self._count:
                 self._seal_locked(deadline)
-            self._closed = self._halted = True
+            self._closed = True
+            self._halt()
         finally:
             self._lock.release()
         self._stop_flusher.set()
@@ -264,6 +344,13 @@ class Producer:
         if flusher is not None and flusher is not threading.current_thread():
             flusher.join()
         self._waiter.close()
+        if self._dropped_error is not None:
+            self._raise_dropped(queued=0)
+
+    @property
+    def batch_size(self) -> int:
+        """The size at which the open batch is sealed (it follows the policy with ``batch_size="auto"``)."""
+        return self._batch_size
 
     @property
     def pending(self) -> int:
@@ -283,7 +370,7 @@ class Producer:
         # child: those items are the parent's.
         try:
             count = self._count
-            if not count or self._closed or self._pid != os.getpid():
+            if (not count and self._dropped_error is None) or self._closed or self._forked:
                 return
         except AttributeError:  # __init__ did not finish
             return
@@ -328,15 +415,35 @@ class Producer:
 
     def _check_halted(self) -> None:
         """Raise why puts stop, or clear a stale hint (the queue was reopened)."""
+        if self._forked:
+            raise self._forked_error()
         if self._closed:
             raise TurboQueueError("put on a closed Producer", self._dir)
+        if self._dropped_error is not None:
+            self._raise_dropped(queued=0)
         # The marker decides, as in Queue.is_closed: the background thread's
         # flag only says it was there at its last look.
         if self._folder.is_closed():
             raise Closed("the queue is closed; no more puts", self._dir)
-        self._halted = False
+        self._halt(False)
+
+    def _halt(self, halted: bool = True) -> None:
+        """Make put stop and find out why (closed, forked, dropped items), or let it run again."""
+        self._halted = halted
+        self._fast_limit = 0 if halted or not self._defer else self._batch_size - 1
+
+    def _raise_dropped(self, queued: int) -> None:
+        """Raise the TypeError of items a seal dropped (once: the next call is clean)."""
+        exc, self._dropped_error = self._dropped_error, None
+        exc.queued = queued
+        raise exc
 
     def _report_loss(self, count: int, how: str, exc: BaseException) -> None:
+        if getattr(exc, "dropped", None) and isinstance(exc, TypeError):
+            # Not a failed seal: the batch was sealed without the items it could not encode.
+            log.error("turbo_queue producer on %s %s and dropped %d item%s it could not encode: %s",
+                      self._dir, how, exc.dropped, "" if exc.dropped == 1 else "s", exc)
+            return
         if self._loss_reported == self._count:
             return  # the exit hook said it already; __del__ at teardown must not repeat it
         self._loss_reported = self._count
@@ -350,7 +457,7 @@ class Producer:
         )
 
     def _check_usable(self) -> None:
-        if self._pid != os.getpid():
+        if self._forked:
             raise self._forked_error()
         if self._closed:
             raise TurboQueueError("put on a closed Producer", self._dir)
@@ -369,8 +476,35 @@ class Producer:
     def _end_run_locked(self) -> None:
         if self._run:
             run = self._run
-            self._records.append((0, lengths_bytes(array("Q", map(len, run))), b"".join(run)))
+            if self._defer:
+                # Objects: encoded at seal; the run remembers where it starts
+                # in the batch, to name the position of an item it cannot encode.
+                self._records.append((None, self._count - len(run), run))
+            else:
+                self._records.append((0, lengths_bytes(array("Q", map(len, run))), b"".join(run)))
             self._run = []
+
+    def _encode_deferred_locked(self) -> None:
+        """Serialize the batch's runs of objects (see _capture.encode_runs); drop what cannot be encoded.
+
+        The records are replaced by their bytes before the batch is written,
+        so a seal retried after an OSError writes what the first one encoded.
+        """
+        records, bad = encode_runs(self._records, self._dumps_many, self._dumps)
+        self._records = records
+        if not bad:
+            return
+        kept = self._count - len(bad)
+        error = dropped_error(bad, self.sealed_items + self._dropped_items, kept, self._serializer.name)
+        if self._dropped_error is not None:
+            # An earlier drop nobody raised yet (a background seal): keep the first, count both.
+            error = self._dropped_error
+            error.dropped += len(bad)
+        self._dropped_error = error
+        self._dropped_items += len(bad)
+        self._count = kept
+        # The next put stops to raise it, even when a background seal dropped them.
+        self._halt()
 
     def _seal_locked(self, deadline: float | None, wait: bool = True, for_put: bool = False) -> bool:
         """Seal the pending batch.  Returns False if ``wait`` is false and there is no room.
@@ -382,6 +516,11 @@ class Producer:
         if not self._wait_for_room(deadline, wait, for_put):
             return False
         self._end_run_locked()
+        if self._defer:
+            self._encode_deferred_locked()
+            if not self._count:
+                self._records = []  # every item was dropped: nothing to write
+                return True
         seal_ns = max(time.time_ns(), self._last_seal_ns + 1)
         self._seq += 1
         body = naming.BatchName(naming.LOADING, seal_ns, self._seq, self._count, self._owner)
@@ -414,17 +553,28 @@ class Producer:
         self._last_seal_ns = seal_ns
         self.sealed_batches += 1
         self.sealed_items += self._count
+        if self._sizing is not None:
+            self._resize_locked(sum(len(record[2]) for record in self._records))
         self._records = []
         self._count = 0
         return True
+
+    def _ready_now(self) -> int:
+        return self._ready.count(self._max_ready or _NO_LIMIT)
+
+    def _resize_locked(self, nbytes: int) -> None:
+        """batch_size="auto": the next batch's size, from the ready count after this seal."""
+        self._batch_size = self._sizing.after_seal(self._count, nbytes, self._ready_now())
+        # The hot path's limit follows the size (and stays 0 while halted).
+        self._fast_limit = 0 if self._halted or not self._defer else self._batch_size - 1
 
     def _wait_for_room(self, deadline: float | None, wait: bool, for_put: bool = False) -> bool:
         max_ready = self._max_ready
         if max_ready is None:
             return True
-        # Listing the folder costs far more than a put, so it happens here,
-        # once per batch, never per item.
-        while self._folder.count_ready() >= max_ready:
+        # Never per item; per batch, the count kept from the folder's rename
+        # events, listed only near the limit (see ReadyCount).
+        while self._ready.count(max_ready) >= max_ready:
             if not wait:
                 return False
             if for_put and self._folder.is_closed():
@@ -445,16 +595,30 @@ class Producer:
 
     def _tick(self, interval: float) -> None:
         """One wake of the background thread: look for CLOSED, seal an old partial batch."""
-        if self._closed or self._pid != os.getpid():
+        if self._closed or self._forked:
             return
         # Only while a batch is open: a put that starts one looks itself.
-        if self._count and not self._halted and self._folder.is_closed():
-            self._halted = True
+        # At most every CLOSED_CHECK_INTERVAL: an "auto" producer ticks faster.
+        now = time.monotonic()
+        if self._count and not self._halted and now - self._closed_checked >= CLOSED_CHECK_INTERVAL - interval / 2:
+            self._closed_checked = now
+            if self._folder.is_closed():
+                self._halt()
         age = self._max_batch_age
-        if age is None:
+        if age is None and self._sizing is None:
             return
         with self._lock:
             if self._closed or not self._count:
+                return
+            if self._sizing is not None and not self._halted:
+                # Consumers waiting for work (no batch ready) get the open batch now.
+                try:
+                    if self._sizing.seal_now(self._count, self._ready_now()):
+                        self._seal_locked(None, wait=False)
+                        return
+                except OSError:
+                    return  # as below: the next put or flush reports it
+            if age is None:
                 return
             # The thread wakes every `interval` (at most age/4), so sealing
             # at age - interval keeps every batch's oldest item under
@@ -479,6 +643,8 @@ def _flush_loop(ref: weakref.ref[Producer], stop: threading.Event) -> None:
         if producer is None:
             return
         interval = _tick_interval(producer._max_batch_age)
+        if producer._sizing is not None:
+            interval = min(interval, AUTO_TICK)
         del producer
         if stop.wait(interval):
             return
@@ -497,20 +663,6 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _encode_error(item: Any, serializer: str, exc: BaseException) -> TypeError:
-    return TypeError(f"cannot encode item of type {type(item).__name__} with the {serializer} "
-                     f"serializer: {exc}")
-
-
-def _first_unencodable(items: list[Any], dumps) -> Any:
-    for item in items:
-        try:
-            dumps(item)
-        except Exception:
-            return item
-    return items
-
-
 def _close_all_at_exit() -> None:
     """Seal what live producers still hold when the interpreter exits normally.
 
@@ -520,7 +672,7 @@ def _close_all_at_exit() -> None:
     for producer in list(_live_producers):
         try:
             count = producer._count
-            if producer._closed or producer._pid != os.getpid():
+            if producer._closed or producer._forked:
                 continue
             producer.close(timeout=EXIT_TIMEOUT)
         except BaseException as exc:  # noqa: BLE001 - an interrupted exit is reported too
@@ -531,9 +683,12 @@ def _after_fork_in_child() -> None:
     # The child has no thread but this one: a lock held by one of the
     # parent's threads (a put, the flusher) would stay held for ever, and the
     # flusher Thread object describes a thread that does not exist here.
-    # These producers belong to the parent (they refuse use here); the
+    # These producers belong to the parent (they refuse use here, told by
+    # _forked, which put tests through _halted: no os.getpid() per put); the
     # exit hook must leave them alone too.
     for producer in list(_live_producers):
+        producer._forked = True
+        producer._halt()
         producer._lock = threading.Lock()
         producer._flusher = None
         producer._stop_flusher = threading.Event()

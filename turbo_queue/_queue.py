@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _naming as naming
+from ._capture import CAPTURES
 from ._consumer import Consumer
 from ._errors import Full
 from ._folder import Folder
@@ -24,6 +25,7 @@ from ._lease import DEFAULT_LEASE_TIMEOUT
 from ._producer import Producer
 from ._recovery import RecoveryReport, recover
 from ._serializers import get_serializer
+from ._sizing import AutoBatchSize
 
 __all__ = ["Queue"]
 
@@ -48,7 +50,11 @@ class Queue:
     """A multi-process, multi-application queue stored in the folder ``path``.
 
     :param path: the queue folder; created with mode 0700 if missing.
-    :param batch_size: items per sealed batch (the unit of claiming and acking).
+    :param batch_size: items per sealed batch (the unit of claiming and acking), or
+        ``"auto"``: each producer seals early while consumers wait for work (no
+        batch ready) and grows its batches while ready batches pile up, up to
+        ``max_batch_size`` items and ``max_batch_bytes`` (see ``_sizing.py``);
+        ``max_batch_age`` stays the hard bound.
     :param max_ready: block ``put`` while this many sealed batches wait (None: unbounded).
     :param max_batch_age: seconds after which a partial batch is sealed even if its
         producer makes no further call (None: only when full or flushed).
@@ -73,18 +79,45 @@ class Queue:
         taken for abandoned and recovered.  Live consumers renew their claims every
         ``lease_timeout / 4``; owners in this PID namespace are checked by pid at
         once, whatever the lease.  ``float("inf")``: never recover such files.
+    :param capture: when ``put`` serializes an item.  ``"seal"`` (the default,
+        the fast path): the object is kept and its batch serialized with one
+        call at seal, as ``multiprocessing.Queue`` pickles in its feeder
+        thread, so **mutating an object after ``put`` and before its batch is
+        sealed changes what is sent**, and an item that cannot be encoded is
+        reported by the call that seals its batch.  ``"put"``: each item is
+        serialized when ``put`` accepts it (what ``put`` accepted is what the
+        consumer gets; ``TypeError`` from that ``put``), at about twice the
+        CPU per event.  Serializers that encode item by item (``"raw"``,
+        custom objects) always encode at ``put``; ``put_many`` always encodes
+        at the call.
     """
 
     def __init__(self, path: str | os.PathLike[str], batch_size: int = 1000, max_ready: int | None = None,
                  max_batch_age: float | None = 1.0, serializer: Any = "pickle", durable: bool = False,
                  *, recover_interval: float = 1.0, allow_shared: bool = False,
-                 max_deliveries: int | None = None, lease_timeout: float = DEFAULT_LEASE_TIMEOUT) -> None:
-        self.batch_size = _positive_int("batch_size", batch_size)
+                 max_deliveries: int | None = None, lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
+                 capture: str = "seal", max_batch_size: int | None = None,
+                 max_batch_bytes: int | None = None) -> None:
+        if batch_size == "auto":
+            self.batch_size: int | str = "auto"
+            self.max_batch_size = _positive_int("max_batch_size", 10_000 if max_batch_size is None else max_batch_size)
+            self.max_batch_bytes = _positive_int("max_batch_bytes", max_batch_bytes, allow_none=True)
+        else:
+            if isinstance(batch_size, str):
+                raise ValueError(f"batch_size: must be a positive integer or 'auto', got {batch_size!r}")
+            self.batch_size = _positive_int("batch_size", batch_size)
+            if max_batch_size is not None or max_batch_bytes is not None:
+                raise ValueError("max_batch_size and max_batch_bytes bound batch_size='auto'; "
+                                 f"batch_size={batch_size!r} is fixed")
+            self.max_batch_size = self.max_batch_bytes = None
         self.max_ready = _positive_int("max_ready", max_ready, allow_none=True)
         self.max_batch_age = _positive_number("max_batch_age", max_batch_age, allow_none=True)
         self.recover_interval = _positive_number("recover_interval", recover_interval)
         self.max_deliveries = _positive_int("max_deliveries", max_deliveries, allow_none=True)
         self.lease_timeout = _positive_number("lease_timeout", lease_timeout)
+        if capture not in CAPTURES:
+            raise ValueError(f"capture: must be one of {', '.join(map(repr, CAPTURES))}, got {capture!r}")
+        self.capture = capture
         self._serializer = get_serializer(serializer)
         self._serializer_spec = serializer
         self.durable = bool(durable)
@@ -132,11 +165,13 @@ class Queue:
         kwargs = dict(batch_size=self.batch_size, max_ready=self.max_ready, max_batch_age=self.max_batch_age,
                       serializer=self._serializer_spec, durable=self.durable,
                       recover_interval=self.recover_interval, allow_shared=self.allow_shared,
-                      max_deliveries=self.max_deliveries, lease_timeout=self.lease_timeout)
+                      max_deliveries=self.max_deliveries, lease_timeout=self.lease_timeout,
+                      capture=self.capture, max_batch_size=self.max_batch_size,
+                      max_batch_bytes=self.max_batch_bytes)
         return (_rebuild, (str(self._path), kwargs))
 
     def __repr__(self) -> str:
-        return (f"turbo_queue.Queue({str(self._path)!r}, batch_size={self.batch_size}, max_ready={self.max_ready}, "
+        return (f"turbo_queue.Queue({str(self._path)!r}, batch_size={self.batch_size!r}, max_ready={self.max_ready}, "
                 f"max_batch_age={self.max_batch_age}, serializer={self._serializer.name!r}, durable={self.durable})")
 
     # -- public API -------------------------------------------------------
@@ -147,8 +182,11 @@ class Queue:
 
     def producer(self) -> Producer:
         """A new producer for this process (use it as a context manager)."""
-        return Producer(self._folder, self._serializer, batch_size=self.batch_size, max_ready=self.max_ready,
-                        max_batch_age=self.max_batch_age, durable=self.durable, file_mode=self._file_mode)
+        auto = self.batch_size == "auto"
+        sizing = AutoBatchSize(self.max_batch_size, self.max_batch_bytes) if auto else None
+        return Producer(self._folder, self._serializer, batch_size=0 if auto else self.batch_size,
+                        max_ready=self.max_ready, max_batch_age=self.max_batch_age, durable=self.durable,
+                        file_mode=self._file_mode, capture=self.capture, sizing=sizing)
 
     def consumer(self) -> Consumer:
         """A new consumer for this process (use it as a context manager)."""

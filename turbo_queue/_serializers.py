@@ -7,11 +7,14 @@ execute code.  ``json`` and ``raw`` are the safe choice for folders shared
 between users.  Any object with ``dumps(obj) -> bytes`` and
 ``loads(bytes) -> obj`` may be passed as a serializer too.
 
-Each item is serialized when ``put`` accepts it, so what ``put`` accepted is
-what the consumer gets even if the caller mutates the object afterwards.
-``put_many`` serializes its items in one call (a list), which shares
-repeated keys and strings between them: about half the bytes and twice as
-fast to load (see docs/performance in the README).
+Serializers with ``many`` (pickle, json) encode a list in one call
+(``dumps_many``), which shares repeated keys and strings between its items:
+about half the bytes and twice as fast to load.  With ``Queue(...,
+capture="seal")``, the default, a producer keeps what ``put`` gives it and
+encodes each run of items with one such call at seal; with
+``capture="put"``, and for serializers without ``many``, each item is
+encoded by its ``put``.  ``put_many`` encodes its chunk at the call (see
+"Where the CPU of an event goes" in the README).
 """
 
 from __future__ import annotations

@@ -26,16 +26,25 @@ import struct
 import sys
 import time
 import weakref
+from collections.abc import Callable, Iterator
 
-__all__ = ["FolderWaiter"]
+__all__ = ["FolderWaiter", "iter_events"]
 
 _IN_CLOEXEC = 0o2000000
 _IN_NONBLOCK = 0o4000
 _IN_MOVED_FROM, _IN_MOVED_TO, _IN_DELETE = 0x40, 0x80, 0x200
+_IN_Q_OVERFLOW, _IN_IGNORED = 0x4000, 0x8000
 #: What ``Queue.join`` waits for: a batch leaving the folder's names (an ack
 #: is an unlink, a claim, release or set-aside a rename away from a name).
 LEAVE_EVENTS = _IN_MOVED_FROM | _IN_DELETE
-_IN_Q_OVERFLOW, _IN_IGNORED = 0x4000, 0x8000
+#: What a producer watches to keep its count of ready batches (``_folder.ReadyCount``):
+#: names arriving (a seal, a release, a recovery) and leaving (a claim, a removal).
+READY_COUNT_EVENTS = _IN_MOVED_TO | _IN_MOVED_FROM | _IN_DELETE
+#: What a consumer watches: ready names arriving and leaving (``_folder.ReadyArrivals``);
+#: not deletions, which only acks make (of claimed names).
+ARRIVAL_EVENTS = _IN_MOVED_TO | _IN_MOVED_FROM
+#: Masks an event listener sees (``FolderWaiter.listener``).
+ARRIVED, LEFT, LOST = _IN_MOVED_TO, _IN_MOVED_FROM | _IN_DELETE, _IN_Q_OVERFLOW | _IN_IGNORED
 #: struct inotify_event: wd, mask, cookie, len, then ``len`` bytes of name.
 _EVENT = struct.Struct("iIII")
 
@@ -85,6 +94,9 @@ class FolderWaiter:
         self._fd = -1
         self._pid = -1
         self._backoff = self.MIN_SLEEP
+        #: Called with every buffer of events read (``iter_events`` parses
+        #: it), whether or not they end a wait: ReadyCount counts from them.
+        self.listener: Callable[[bytes], None] | None = None
         _waiters.add(self)
 
     def _inotify_fd(self) -> int:
@@ -100,6 +112,14 @@ class FolderWaiter:
                     else:
                         os.close(fd)
         return self._fd
+
+    def poll(self) -> bool:
+        """Read the events pending now, without waiting (for the listener); False without inotify."""
+        fd = self._inotify_fd()
+        if fd < 0:
+            return False
+        self._drain(fd)
+        return True
 
     def reset(self) -> None:
         """Something was found: the next idle spell starts with a short sleep."""
@@ -136,6 +156,8 @@ class FolderWaiter:
                 buf = os.read(fd, 65536)
                 if not buf:
                     break
+                if self.listener is not None:
+                    self.listener(buf)
                 relevant = relevant or self._matters(buf)
         except OSError:  # BlockingIOError: all read
             pass
@@ -144,15 +166,15 @@ class FolderWaiter:
     def _matters(self, buf: bytes) -> bool:
         if self._wake_on is None:
             return True
-        offset = 0
-        while offset + _EVENT.size <= len(buf):
-            _wd, mask, _cookie, length = _EVENT.unpack_from(buf, offset)
-            start = offset + _EVENT.size
-            name = buf[start:start + length].rstrip(b"\0")
-            offset = start + length
+        # A name leaving (watched for a ReadyCount) never ends a wait: only
+        # the arrival of a name this waiter wakes on does.
+        arrivals = self._events & ~_IN_MOVED_TO
+        for mask, name in iter_events(buf):
             # A lost event (queue overflow) or a vanished folder (the watch
             # is dropped): wake, let the caller look for itself.
-            if mask & (_IN_Q_OVERFLOW | _IN_IGNORED) or name.startswith(self._wake_on):
+            if mask & (_IN_Q_OVERFLOW | _IN_IGNORED):
+                return True
+            if (not arrivals or mask & _IN_MOVED_TO) and name.startswith(self._wake_on):
                 return True
         return False
 
@@ -168,6 +190,17 @@ class FolderWaiter:
             pass
 
 
+
+
+def iter_events(buf: bytes) -> Iterator[tuple[int, bytes]]:
+    """(mask, name) of each inotify event in ``buf``, as read from the descriptor."""
+    offset, size, end = 0, _EVENT.size, len(buf)
+    unpack = _EVENT.unpack_from
+    while offset + size <= end:
+        _wd, mask, _cookie, length = unpack(buf, offset)
+        start = offset + size
+        offset = start + length
+        yield mask, buf[start:offset].rstrip(b"\0")
 
 
 def _after_fork_in_child() -> None:

@@ -176,7 +176,6 @@ class KafkaSource:
         self.commit_interval = commit_interval
         self.revoke_flush_timeout = revoke_flush_timeout
         self._to_item = to_item or KafkaRecord.from_message
-        self._batch_size = queue.batch_size
         self._producer: Producer = queue.producer()
         self._consumer = confluent_kafka.Consumer(config)
         # Messages consumed but not yet put: (tp, epoch, offset, item), in order.
@@ -268,7 +267,7 @@ class KafkaSource:
             if msgs:
                 self._hold(msgs)
                 put += self._put_held()
-            elif self._producer.pending >= self._batch_size:
+            elif self._producer.pending >= self._producer.batch_size:
                 # A batch that filled up while the queue had no room is sealed
                 # by the next put; with no traffic, seal it here once there is
                 # room (it could otherwise wait for the age flush, or forever).
@@ -374,7 +373,7 @@ class KafkaSource:
                                "are safe) and make a new one")
         held = self._held
         producer = self._producer
-        size = self._batch_size
+        size = producer.batch_size  # the policy's size with batch_size="auto"
         put = 0
         while held:
             # Put at most what fits in the batch being filled, so that one

@@ -14,11 +14,16 @@ better and the figures are comparable across backends.  Variants:
 * ``mpq-batch-B``: ``multiprocessing.Queue`` carrying lists of B events (the
   fair batched baseline: what a careful user of the standard library does);
 * ``turbo-put-B``: ``turbo_queue`` with ``batch_size=B``, one ``put`` per event
-  (each item serialized on its own when accepted);
+  (the default ``capture="seal"``: each batch serialized with one call at seal);
+* ``turbo-put-iter-B``: the same, and the consumer takes one event at a time
+  (``for event in consumer``) instead of whole batches;
 * ``turbo-put_many-B``: the same queue, events handed over in lists of B with
-  ``put_many`` (serialized together, like the batched baseline).
+  ``put_many`` (serialized together, like the batched baseline);
+* ``turbo-put-capture_put-B`` (only with ``--capture-put``): one ``put`` per
+  event with ``capture="put"`` (each event serialized when accepted).
 
-Consumers take whole batches (``get_batch`` / one list per ``get``).  Cyclic
+Consumers take whole batches (``get_batch`` / one list per ``get``) unless
+the name says ``iter``.  Cyclic
 GC stays on, as users run.  At the end the script prints each turbo variant's
 CPU per event as a ratio to ``mpq-batch`` at the same B: the median of the
 per-value ratios with their min-max (values are paired by position, each
@@ -86,11 +91,11 @@ def _mpq_consumer(q, n, out):
     out.send(time.process_time() - t0)
 
 
-def _turbo_producer(path, n, batch, many, out):
+def _turbo_producer(path, n, batch, many, capture, out):
     import turbo_queue
 
     t0 = time.process_time()
-    q = turbo_queue.Queue(path, batch_size=batch)
+    q = turbo_queue.Queue(path, batch_size=batch, capture=capture)
     with q.producer() as p:
         if many:
             buf = []
@@ -109,18 +114,22 @@ def _turbo_producer(path, n, batch, many, out):
     out.send(time.process_time() - t0)
 
 
-def _turbo_consumer(path, n, batch, out):
+def _turbo_consumer(path, n, batch, per_event, out):
     import turbo_queue
 
     t0 = time.process_time()
     q = turbo_queue.Queue(path, batch_size=batch)
     got = 0
     with q.consumer() as c:
-        while True:
-            try:
-                got += len(c.get_batch())
-            except turbo_queue.Closed:
-                break
+        if per_event:
+            for _event in c:
+                got += 1
+        else:
+            while True:
+                try:
+                    got += len(c.get_batch())
+                except turbo_queue.Closed:
+                    break
     assert got == n, (got, n)
     out.send(time.process_time() - t0)
 
@@ -151,11 +160,16 @@ def bench_mpq_batch(loops: int, batch: int) -> float:
     return _run_pair(_mpq_producer, (q, loops, batch), _mpq_consumer, (q, loops))
 
 
-def bench_turbo(loops: int, batch: int, many: bool) -> float:
-    tmp = tempfile.mkdtemp(prefix="tq-speed-")
+#: Where the queue folders go (``--queue-dir``; None: the system's temporary folder).
+QUEUE_DIR = None
+
+
+def bench_turbo(loops: int, batch: int, many: bool, per_event: bool = False, capture: str = "seal") -> float:
+    tmp = tempfile.mkdtemp(prefix="tq-speed-", dir=QUEUE_DIR)
     try:
         path = os.path.join(tmp, "q")
-        return _run_pair(_turbo_producer, (path, loops, batch, many), _turbo_consumer, (path, loops, batch))
+        return _run_pair(_turbo_producer, (path, loops, batch, many, capture),
+                         _turbo_consumer, (path, loops, batch, per_event))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -178,16 +192,35 @@ def print_ratios(suite: pyperf.BenchmarkSuite) -> None:
 
 
 def main() -> None:
-    runner = pyperf.Runner(processes=6, values=3, warmups=1, min_time=0.2)
+    def add_cmdline_args(cmd, args):
+        if args.capture_put:
+            cmd.append("--capture-put")
+        if args.queue_dir:
+            cmd.extend(["--queue-dir", args.queue_dir])
+
+    runner = pyperf.Runner(processes=6, values=3, warmups=1, min_time=0.2, add_cmdline_args=add_cmdline_args)
+    runner.argparser.add_argument("--capture-put", action="store_true",
+                                  help="also run per-event put with capture='put' (serialized at put)")
+    runner.argparser.add_argument("--queue-dir", default=None,
+                                  help="folder for the queue folders (default: the temporary folder); "
+                                       "/dev/shm shows what the file system costs")
     runner.metadata["description"] = "CPU seconds (producer + consumer) per event; lower is better"
     runner.metadata["event_bytes_json"] = 300
+    global QUEUE_DIR
+    runner.parse_args()
+    QUEUE_DIR = runner.args.queue_dir
+    runner.metadata["queue_dir"] = QUEUE_DIR or tempfile.gettempdir()
     batches = (100, 1000)
     results = []
     # Interleave the variants per batch size so drift in the machine hits all alike.
     for batch in batches:
         results.append(runner.bench_time_func(f"mpq-batch-{batch}", bench_mpq_batch, batch))
         results.append(runner.bench_time_func(f"turbo-put-{batch}", bench_turbo, batch, False))
+        results.append(runner.bench_time_func(f"turbo-put-iter-{batch}", bench_turbo, batch, False, True))
         results.append(runner.bench_time_func(f"turbo-put_many-{batch}", bench_turbo, batch, True))
+        if runner.args.capture_put:
+            results.append(runner.bench_time_func(f"turbo-put-capture_put-{batch}", bench_turbo, batch, False,
+                                                  False, "put"))
     if runner.args.worker or any(r is None for r in results):
         return
     print_ratios(pyperf.BenchmarkSuite(results))

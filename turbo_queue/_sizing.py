@@ -1,0 +1,118 @@
+"""``batch_size="auto"``: the size at which a producer seals, chosen from how many batches wait.
+
+A big batch costs less CPU per event (one file, one serializer call, one
+claim for many events) but an event waits for its batch to fill; at a low
+rate that is the fill time or ``max_batch_age``.  What tells the two cases
+apart is the folder: when no sealed batch is waiting, the consumers are
+waiting for work, and sealing now costs them nothing but hands them events
+sooner; when ready batches pile up, the consumers are the bottleneck, and
+bigger batches make each of their claims carry more.
+
+The policy sees the ready count at each seal (the producer keeps it from
+its watch, :class:`turbo_queue._folder.ReadyCount`: no listing per seal and
+nothing per event) and between puts, from the producer's background thread:
+
+* **idle consumers** (no ready batch): the open batch is sealed at once by
+  that thread (:meth:`AutoBatchSize.seal_now`), whatever its size, and the
+  size shrinks a step at the next seal;
+* **backlog** (:attr:`AutoBatchSize.GROW_AT` or more batches ready after a
+  seal): the size grows a step, up to ``max_batch_size`` and to what fits in
+  ``max_batch_bytes`` at the bytes per item of the last batch;
+* anything in between holds the size, and a step is taken only after
+  :attr:`AutoBatchSize.PATIENCE` seals in a row saw the same condition;
+* a size that led to a backlog is remembered, and shrinking stops above it
+  (lowered a step every :attr:`AutoBatchSize.MEMORY` seals): without that, a steady rate near
+  what the consumers can carry makes the size hunt between a size they
+  cannot keep up with and one step above it (seen in the simulation of
+  tests/test_put_sizing.py, which drives the policy with a simulated
+  consumer and a fake clock).
+
+``max_batch_age`` stays the hard bound on how long an item waits unsealed.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["AutoBatchSize"]
+
+
+class AutoBatchSize:
+    """The sealing policy of one producer with ``batch_size="auto"``; not thread-safe (the producer's lock)."""
+
+    #: Ready batches after a seal (that one included) that mean the consumers fall behind.
+    GROW_AT = 3
+    #: Ready batches after a seal at or below which the consumers wait for work (only the new one).
+    SHRINK_AT = 1
+    #: Seals in a row in the same condition before the size changes.
+    PATIENCE = 2
+    GROW = 1.5
+    SHRINK = 0.75
+    #: Seals after which the remembered size that led to a backlog is lowered a step.
+    MEMORY = 10_000
+
+    def __init__(self, max_batch_size: int = 10_000, max_batch_bytes: int | None = None,
+                 min_batch_size: int = 1, initial: int | None = None) -> None:
+        for name, value in (("max_batch_size", max_batch_size), ("min_batch_size", min_batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        if max_batch_bytes is not None and (isinstance(max_batch_bytes, bool) or not isinstance(max_batch_bytes, int)
+                                            or max_batch_bytes <= 0):
+            raise ValueError(f"max_batch_bytes: must be a positive integer or None, got {max_batch_bytes!r}")
+        if min_batch_size > max_batch_size:
+            raise ValueError(f"min_batch_size ({min_batch_size}) is above max_batch_size ({max_batch_size})")
+        self.max_batch_size = max_batch_size
+        self.max_batch_bytes = max_batch_bytes
+        self.min_batch_size = min_batch_size
+        start = initial if initial is not None else min(100, max_batch_size)
+        #: The size at which the producer seals its next batch.
+        self.size = max(min_batch_size, min(max_batch_size, start))
+        self._streak = 0  # > 0: seals in a row that saw a backlog; < 0: idle consumers
+        self._item_bytes: float | None = None
+        self._too_small = 0  # the largest size that led to a backlog lately (0: none)
+        self._too_small_age = 0  # seals since it was last seen
+
+    def __repr__(self) -> str:
+        return (f"AutoBatchSize(size={self.size}, max_batch_size={self.max_batch_size}, "
+                f"max_batch_bytes={self.max_batch_bytes})")
+
+    def _bound(self) -> int:
+        limit = self.max_batch_size
+        if self.max_batch_bytes is not None and self._item_bytes:
+            limit = min(limit, max(1, int(self.max_batch_bytes // self._item_bytes)))
+        return max(self.min_batch_size, limit)
+
+    def after_seal(self, count: int, nbytes: int, ready: int) -> int:
+        """A batch of ``count`` items, ``nbytes`` of records, was sealed; ``ready`` batches wait now.
+
+        Returns the size to seal the next batch at.
+        """
+        if count > 0:
+            self._item_bytes = nbytes / count
+        if ready >= self.GROW_AT:
+            self._streak = self._streak + 1 if self._streak > 0 else 1
+        elif ready <= self.SHRINK_AT:
+            self._streak = self._streak - 1 if self._streak < 0 else -1
+        else:
+            self._streak = 0
+        size = self.size
+        self._too_small_age += 1
+        if self._too_small_age > self.MEMORY:
+            # Forgotten a step at a time: the rate may have fallen for good.
+            self._too_small = math.floor(self._too_small * self.SHRINK)
+            self._too_small_age = 0
+        if self._streak >= self.PATIENCE:
+            if size >= self._too_small:
+                self._too_small, self._too_small_age = size, 0
+            size = math.ceil(size * self.GROW)
+            self._streak = 0
+        elif self._streak <= -self.PATIENCE:
+            size = max(math.floor(size * self.SHRINK), self._too_small + 1 if self._too_small else 0)
+            self._streak = 0
+        self.size = max(self.min_batch_size, min(self._bound(), size))
+        return self.size
+
+    @staticmethod
+    def seal_now(pending: int, ready: int) -> bool:
+        """Between puts: seal the open batch of ``pending`` items now?  Yes when no batch waits."""
+        return pending > 0 and ready == 0
