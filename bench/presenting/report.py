@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.analysing.auto import compare_auto
 from bench.analysing.loading import (
     DEFAULT_NOISE_THRESHOLD,
     SCALING_AXIS,
@@ -44,7 +45,6 @@ from bench.analysing.loading import (
     scenarios,
     select,
 )
-from bench.analysing.auto import compare_auto
 from bench.analysing.openloop import max_batch_age, open_loop_cells
 from bench.analysing.rate import RateRecommendation, recommend_rate
 from bench.analysing.recommend import (
