@@ -106,3 +106,18 @@ def test_tiny_auto_sweep_closed_and_open_loop_end_to_end(tmp_path):
 
     rep = build_report(out, tmp_path / "report", html_report=False)
     assert rep.markdown_path.exists()
+
+
+def test_verify_holds_auto_against_the_set_s_smallest_and_largest_fixed_sizes():
+    from bench.analysing import verify as v
+
+    cands, skipped = v.neighbours("auto", 2, [100, 1000, "auto"], cap=3)
+    assert cands[0] == ("recommended", "auto", 2) and not skipped
+    roles = {r: (b, c) for r, b, c in cands}
+    assert roles["batch-down"] == (100, 2) and roles["batch-up"] == (1000, 2)
+    assert roles["consumers-down"] == ("auto", 1) and roles["consumers-up"] == ("auto", 3)
+    # A fixed recommendation's batch neighbours are fixed sizes only.
+    cands, _ = v.neighbours(100, 1, [100, 1000, "auto"], cap=1)
+    assert [b for _, b, _ in cands] == [100, 1000]
+    _, skipped = v.neighbours("auto", 1, [1000, "auto"], cap=1)
+    assert [r for r, _ in skipped] == ["batch-up", "consumers-down", "consumers-up"]
