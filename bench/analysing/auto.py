@@ -6,12 +6,14 @@ against the best fixed-size turbo cell at the same load:
 
 * **closed loop**: the fixed size with the highest median events/s (a tie
   goes to the smaller size); the verdict is on throughput, auto / best.
-* **open loop**: among the fixed sizes that carried the load (no saturated
-  repeat, achieved >= ``CARRIED_SHARE`` of offered), the one with the lowest
-  median end-to-end p99 latency; the verdict is on that p99, auto / best.
-  When none carried it, the one that moved the most events/s.  A ``frac:f``
-  cell's rate is that fraction of its *own* closed-loop median, so auto and
-  the fixed sizes are offered rates a few percent apart: both are reported.
+* **open loop**: among the fixed sizes that carried the same rate (offered
+  at least ``1 - RATE_TOLERANCE`` of auto's, no repeat short of it:
+  achieved >= ``CARRIED_SHARE`` of offered), the one with the lowest median
+  end-to-end p99 latency; the verdict is on that p99, auto / best.  When
+  none carried auto's rate and auto did, auto wins (held against the fixed
+  size with the most events/s).  A ``frac:f`` cell's rate is that fraction
+  of its *own* closed-loop median, so auto and the fixed sizes may be
+  offered rates some percent apart: both are reported.
 
 Ratios are taken per repeat, pairing repeat ``r`` of auto with repeat ``r``
 of the best (repeats are interleaved, so a pair ran side by side), over the
@@ -48,6 +50,8 @@ TOLERANCE = 0.05
 GOAL_LOW_RATE_QWAIT_MS = 20.0
 GOAL_MAX_RATE_SHARE = 0.95
 MIN_PAIRS = 2
+#: Open loop: a fixed-size cell offered at least this share below auto's rate counts as "the same rate".
+RATE_TOLERANCE = 0.05
 USABLE = "usable"
 OK_BASIS = "ok: fewer than 2 usable repeats of a cell"
 
@@ -99,6 +103,9 @@ class AutoComparison:
     auto_mean_batch: float = math.nan
     auto_carries: bool = True
     best_carries: bool = True
+    #: Open loop: some fixed size carried auto's rate (else ``why_not`` says why none did).
+    best_same_rate: bool = True
+    why_not: str = ""
     #: Repeats that fell short of the load, of the repeats counted.
     auto_short: int = 0
     best_short: int = 0
@@ -192,13 +199,24 @@ def _compare(scenario: dict, load: str, n: int, auto: pd.DataFrame,
         best = max(sizes, key=lambda b: (sizes[b][1]["eps"], -batch_rank(b)))
         c.best_rule = "highest median events/s"
     else:
-        carried = [b for b in sizes if sizes[b][1]["carries"]]
+        # "The same rate": offered at least auto's rate, less a tolerance (a
+        # fraction load is a share of each cell's own maximum).
+        floor = (1 - RATE_TOLERANCE) * a["offered"]
+        same = [b for b in sizes if sizes[b][1]["offered"] >= floor]
+        carried = [b for b in same if sizes[b][1]["carries"]]
+        c.best_same_rate = bool(carried)
         if carried:
             best = min(carried, key=lambda b: (sizes[b][1]["lat"], batch_rank(b)))
-            c.best_rule = "lowest median p99 latency among the fixed sizes that carried the load"
+            c.best_rule = ("lowest median p99 latency among the fixed sizes that carried the same "
+                           f"rate (offered >= {1 - RATE_TOLERANCE:.0%} of auto's)")
         else:
             best = max(sizes, key=lambda b: (sizes[b][1]["eps"], -batch_rank(b)))
-            c.best_rule = "no fixed size carried the load: the one with the most events/s"
+            c.best_rule = "no fixed size carried auto's rate: the one with the most events/s"
+            c.why_not = "; ".join(
+                f"batch {batch_label(b)} " + (
+                    f"fell short in {v['short']} of {v['n']} repeats" if b in same
+                    else f"was offered {v['offered']:,.0f}/s") for b, (_, v) in sorted(
+                        sizes.items(), key=lambda kv: batch_rank(kv[0])))
     b_rows, b = sizes[best]
     c.best_batch = best.item() if isinstance(best, np.generic) else best
     c.best_cell = b["cell"]
@@ -239,6 +257,9 @@ def _verdict(c: AutoComparison) -> tuple[str, str]:
             return MATCHES, f"within {TOLERANCE:.0%} of {best}'s events/s in every repeat, or above"
         return UNDECIDED, (f"the repeats straddle {1 - TOLERANCE:.0%} of {best}'s events/s "
                            f"({r.text()})")
+    if c.auto_carries and not c.best_same_rate:
+        return WINS, (f"auto carried {c.auto_offered:,.0f} events/s in all {c.auto_n} repeats and "
+                      f"no fixed size carried that rate ({c.why_not})")
     if not c.auto_carries and c.best_carries:
         return LOSES, (f"auto fell short of the load in {c.auto_short} of {c.auto_n} repeats "
                        f"and {best} in none of {c.best_n}")

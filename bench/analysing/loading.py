@@ -246,12 +246,6 @@ def batch_sort_key(s: pd.Series) -> pd.Series:
     return s.map(batch_rank) if s.name == "batch_size" else s
 
 
-def fixed_batches(values) -> list:
-    """The fixed (numeric) batch sizes among ``values``, ascending, without "auto" or NaN."""
-    out = {v for v in values if not is_auto(v) and v == v}
-    return sorted(out)
-
-
 def batch_label(batch_size) -> str:
     """How a batch size is written in tables and legends: "1000", "auto"."""
     if is_auto(batch_size):

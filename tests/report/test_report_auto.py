@@ -1,7 +1,9 @@
 """batch_size="auto" in the report: auto against the best fixed size, and the recommendations.
 
 The sets are synthetic (report_synth.auto_turbo): turbo at batch 100, 1000
-and auto.  In the winning set auto moves 10% more events/s than batch 1000
+and auto.  In the winning set auto's maximum is above every fixed size's, so
+at a fraction load no fixed size is offered auto's rate and auto wins by
+carrying it; at rate:2000 all are offered the same.  In the winning set auto moves 10% more events/s than batch 1000
 in closed loop with a 5 ms p99, and in open loop seals within 2 ms; in the
 losing set it moves 20% fewer and waits 400 ms for its seal.  The expected
 ratios come from the same model (report_synth.open_loop_point).
@@ -78,10 +80,14 @@ def test_closed_loop_ratio_and_verdict_against_the_fastest_fixed_size(win_set, l
 def test_open_loop_ratios_against_the_best_fixed_size_that_carries_the_load(win_set, lose_set, load):
     for path, bk, verdict in ((win_set, _win(), WINS), (lose_set, _lose(), LOSES)):
         c = _by_load(path)[(load, 1)]
-        # The best fixed size is the one with the lowest p99 at this load (all carry it).
+        # The best fixed size: the lowest p99 among those offered auto's rate
+        # (a fraction load is a share of each size's own maximum; every
+        # modelled cell carries its load); none offered it: the fastest.
         fixed = {b: _point(bk, b, load) for b in (100, 1000)}
-        best = min(fixed, key=lambda b: fixed[b]["latency_p99_ms"])
+        same = [b for b in fixed if _offered(bk, b, load) >= 0.95 * _offered(bk, AUTO, load)]
+        best = min(same, key=lambda b: fixed[b]["latency_p99_ms"]) if same else 1000
         assert c.best_batch == best
+        assert c.best_same_rate == bool(same)
         a = _point(bk, AUTO, load)
         assert c.qwait_p99.median == pytest.approx(
             a["queue_wait_p99_ms"] / fixed[best]["queue_wait_p99_ms"], rel=0.02)
