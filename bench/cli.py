@@ -42,6 +42,10 @@ DELEGATED = {
 }
 
 
+#: Options where ``auto`` is a value: producers sized per cell, turbo's adaptive batch size.
+_AUTO_OK = ("--producers", "--batch-sizes", "--open-loop-batch-sizes")
+
+
 def _csv(kind, name: str):
     """An argparse type for comma-separated lists (``--consumers 1,2,4``)."""
 
@@ -57,11 +61,11 @@ def _csv(kind, name: str):
             try:
                 out.append(kind(t))
             except ValueError:
-                if kind is int and ("cores" in t or (t == "auto" and name == "--producers")):
+                if kind is int and ("cores" in t or (t == "auto" and name in _AUTO_OK)):
                     out.append(t)  # a count expression or "auto", resolved by the sweep
                 else:
                     what = "an integer" if kind is int else "a number"
-                    if name == "--producers":
+                    if name in _AUTO_OK:
                         what += " or 'auto'"
                     raise argparse.ArgumentTypeError(f"{name}: {t!r} is not {what}") from None
         return out
@@ -78,7 +82,9 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
                    help="producer counts, or 'auto': sized per cell from a short measured "
                         "producer rate so that supply exceeds the consumers' demand")
     g.add_argument("--consumers", type=_csv(int, "--consumers"), metavar="N,...")
-    g.add_argument("--batch-sizes", type=_csv(int, "--batch-sizes"), metavar="B,...")
+    g.add_argument("--batch-sizes", type=_csv(int, "--batch-sizes"), metavar="B,...|auto",
+                   help="events per batch; auto: turbo's adaptive size (batch_size='auto'), "
+                        "skipped by backends without one")
     g.add_argument("--work-us", type=_csv(float, "--work-us"), metavar="W,...")
     g.add_argument("--workloads", type=_csv(str, "--workloads"), metavar="busy,parse,...")
     g.add_argument("--event-bytes", type=_csv(int, "--event-bytes"), metavar="BYTES,...")
@@ -97,7 +103,7 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
                    help="open-loop cells at F x the same cell's measured closed-loop events/s "
                         "(median of its repeats so far), e.g. 0.25,0.5,0.8")
     g.add_argument("--open-loop-batch-sizes", type=_csv(int, "--open-loop-batch-sizes"),
-                   metavar="B,...", help="only these batch sizes get open-loop cells (default: all)")
+                   metavar="B,...|auto", help="only these batch sizes get open-loop cells (default: all)")
     g.add_argument("--open-loop-backends", type=_csv(str, "--open-loop-backends"), metavar="A,...",
                    help="only these backends get open-loop cells (default: all)")
     g.add_argument("--pin", nargs="?", const=True, default=None, type=_bool_arg, metavar="BOOL",

@@ -47,7 +47,8 @@ COLUMNS = {
     "start_method": "str: fork or spawn",
     "producers": "int: producer processes",
     "consumers": "int: consumer processes",
-    "batch_size": "int: events per batch/message (1 for unbatched backends)",
+    "batch_size": "int, or 'auto' for turbo's adaptive size (batch_size='auto'): events per "
+                  "batch/message (1 for unbatched backends)",
     "work_us": "float: microseconds of CPU work per event in the consumer (busy workload)",
     "workload": "str: busy, parse, regex or hash",
     "event_bytes": "int: target size of one event serialized as JSON",
@@ -121,6 +122,9 @@ COLUMNS = {
                         "by then (0 when they kept to the schedule); empty for closed",
     "max_batch_age_s": "float: seconds after which the backend seals a partial batch (turbo's "
                        "max_batch_age); empty for backends that send a batch only when it is full",
+    "mean_batch_size": "float: events consumed / batches received over the whole cell, the batch "
+                       "size the consumers saw (an 'auto' cell's, or partial batches sealed by "
+                       "max_batch_age); empty for rows made before it was recorded",
 }
 
 #: meta.json keys the report relies on (the file holds more).

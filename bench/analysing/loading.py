@@ -116,6 +116,9 @@ for _name, _kind in V2_COLUMN_KINDS.items():
 BOOL_COLUMNS = tuple(n for n, k in V2_COLUMN_KINDS.items() if k == "bool")
 for _name in BOOL_COLUMNS:
     COLUMN_KINDS[_name] = "bool"
+# batch_size holds counts and "auto" (turbo's adaptive size): read as text,
+# then made ints where it is one (_batch_value), never a number for "auto".
+COLUMN_KINDS["batch_size"] = "str"
 NUMERIC_COLUMNS = tuple(n for n, k in COLUMN_KINDS.items() if k in ("int", "float"))
 STRING_COLUMNS = tuple(n for n, k in COLUMN_KINDS.items() if k == "str")
 
@@ -194,6 +197,10 @@ def load_runs(path: str | os.PathLike) -> pd.DataFrame:
         runs[col] = runs[col].fillna("").astype(str)
     for col in BOOL_COLUMNS:
         runs[col] = runs[col].map(_parse_bool)
+    sizes = runs["batch_size"].map(_batch_value)
+    # Only a set with auto cells gets a mixed column; any other keeps numbers.
+    runs["batch_size"] = (sizes.astype(object) if sizes.map(is_auto).any()
+                          else pd.to_numeric(sizes, errors="coerce"))
     runs["status"] = runs["status"].str.strip().str.lower()
     # A v1 set has no load column: every one of its cells is closed loop.
     runs["load"] = runs["load"].str.strip().replace("", "closed")
@@ -201,6 +208,53 @@ def load_runs(path: str | os.PathLike) -> pd.DataFrame:
     _add_derived(runs)
     check_validity(runs)
     return runs.copy()  # consolidate the blocks the column fixes above left scattered
+
+
+#: The batch size of turbo's adaptive cells (bench.measuring.backends.base.AUTO_BATCH).
+AUTO_BATCH = "auto"
+
+
+def is_auto(batch_size) -> bool:
+    """True for the adaptive batch size "auto" (its own curve, never a number)."""
+    return isinstance(batch_size, str) and batch_size.strip().lower() == AUTO_BATCH
+
+
+def _batch_value(v):
+    """A runs.csv batch_size: an int, "auto", or NaN when empty or unreadable."""
+    text = str(v).strip()
+    if is_auto(text):
+        return AUTO_BATCH
+    try:
+        f = float(text)
+    except ValueError:
+        return np.nan
+    return int(f) if f.is_integer() else f
+
+
+def batch_rank(batch_size) -> float:
+    """Sort rank of a batch size: fixed sizes by size, then "auto" (for ordering only)."""
+    if is_auto(batch_size):
+        return math.inf
+    try:
+        return float(batch_size)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def batch_sort_key(s: pd.Series) -> pd.Series:
+    """``sort_values(key=...)``: batch_size by :func:`batch_rank`, other columns as they are."""
+    return s.map(batch_rank) if s.name == "batch_size" else s
+
+
+def batch_label(batch_size) -> str:
+    """How a batch size is written in tables and legends: "1000", "auto"."""
+    if is_auto(batch_size):
+        return AUTO_BATCH
+    try:
+        f = float(batch_size)
+    except (TypeError, ValueError):
+        return str(batch_size)
+    return f"{f:g}" if not f.is_integer() else str(int(f))
 
 
 def _rate_of_load(load: str) -> float:
@@ -487,9 +541,8 @@ def aggregate(runs: pd.DataFrame, closed_only: bool = True) -> pd.DataFrame:
         spread=spread.where(out["n_measured"] >= 2),
         excluded=(out["n_ok"] > 0) & (out["n_usable"] == 0),
     )
-    return out.sort_values([*SCENARIO_KEYS, "backend", "batch_size", SCALING_AXIS]).reset_index(
-        drop=True
-    )
+    return out.sort_values([*SCENARIO_KEYS, "backend", "batch_size", SCALING_AXIS],
+                           key=batch_sort_key).reset_index(drop=True)
 
 
 def _status_summary(s: pd.Series) -> str:

@@ -23,7 +23,15 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.analysing.loading import CARRIED_SHARE, SCENARIO_KEYS, aggregate, select
+from bench.analysing.loading import (
+    CARRIED_SHARE,
+    SCENARIO_KEYS,
+    aggregate,
+    batch_rank,
+    batch_sort_key,
+    is_auto,
+    select,
+)
 
 #: Backends whose producer groups events into batches before the consumer can
 #: see any of them: an event waits for its batch to fill.
@@ -33,6 +41,10 @@ AGE_BOUNDED = frozenset({"turbo", "turbo-many"})
 #: turbo_queue.Queue's default max_batch_age (seconds), used when meta.json
 #: does not record the one the sweep ran with.
 LIBRARY_MAX_BATCH_AGE_S = 1.0
+#: How soon turbo's batch_size="auto" seals the open batch while no batch is
+#: ready (its background thread's tick, turbo_queue._producer.AUTO_TICK).
+AUTO_SEAL_S = 0.005
+
 #: A measured p99 queue wait at least this share of which the batching bound
 #: explains is "set by batching".
 BATCHING_SHARE = 0.5
@@ -50,7 +62,7 @@ def open_loop_cells(runs: pd.DataFrame) -> pd.DataFrame:
         return aggregate(open_rows, closed_only=False)
     cells = aggregate(open_rows, closed_only=False)
     return cells.sort_values([*SCENARIO_KEYS, "backend", "batch_size", "consumers",
-                              "events_per_s"]).reset_index(drop=True)
+                              "events_per_s"], key=batch_sort_key).reset_index(drop=True)
 
 
 def max_batch_age(meta: dict, backend: str = "turbo") -> tuple[float, str]:
@@ -85,8 +97,13 @@ def fill_time_s(backend: str, batch_size, producers, rate: float, age_s: float) 
     """Seconds an event can wait for its batch to fill at ``rate`` events/s in total.
 
     0 for backends whose producer sends events one by one; capped at
-    ``age_s`` for turbo.  NaN when the rate is unknown.
+    ``age_s`` for turbo.  NaN when the rate is unknown.  turbo's ``auto``
+    has no fill time of its own: while its consumers wait for work (the only
+    case where a fill time sets the wait) it seals the open batch within
+    :data:`AUTO_SEAL_S`, whatever the rate.
     """
+    if is_auto(batch_size):
+        return min(AUTO_SEAL_S, age_s) if backend in AGE_BOUNDED else math.nan
     if backend not in PRODUCER_BATCHED or not batch_size or batch_size <= 1:
         return 0.0
     if not (isinstance(rate, (int, float)) and rate > 0 and math.isfinite(rate)):
@@ -107,7 +124,9 @@ def batching_table(cells: pd.DataFrame, scenario: dict, age_s: float) -> pd.Data
     "not measured" when the cell recorded no queue wait).
     """
     sc = select(cells, **{k: scenario[k] for k in SCENARIO_KEYS})
-    sc = sc[sc["backend"].isin(PRODUCER_BATCHED) & (sc["batch_size"] > 1) & ~sc["failed"]]
+    # An "auto" cell has no B to divide: the auto section compares it (bench.analysing.auto).
+    fixed = sc["batch_size"].map(lambda b: not is_auto(b) and b == b and b > 1).astype(bool)
+    sc = sc[sc["backend"].isin(PRODUCER_BATCHED) & fixed & ~sc["failed"]]
     rows = []
     for r in sc.itertuples():
         # The cell's own producers: under --producers auto each cell sized its count.
@@ -164,7 +183,7 @@ def curves(cells: pd.DataFrame, scenario: dict) -> list[tuple[tuple, pd.DataFram
     sc = sc[~sc["failed"] & sc["events_per_s"].notna()]
     order = {"turbo": 0, "mpq": 1, "mpq-batch": 2}
     keys = sorted({(r.backend, _plain(r.batch_size), _plain(r.consumers)) for r in sc.itertuples()},
-                  key=lambda k: (order.get(k[0], 3), k))
+                  key=lambda k: (order.get(k[0], 3), k[0], batch_rank(k[1]), k[2]))
     return [
         (k, select(sc, backend=k[0], batch_size=k[1], consumers=k[2]).sort_values("events_per_s"))
         for k in keys

@@ -39,6 +39,7 @@ from bench.analysing.loading import (
     CARRIED_SHARE,
     DEFAULT_NOISE_THRESHOLD,
     SCENARIO_KEYS,
+    batch_rank,
     scenario_label,
     select,
 )
@@ -140,7 +141,7 @@ def recommend_rate(
     ol = _usable(ol, noise_threshold)
     cl = _usable(cl, noise_threshold)
     configs = sorted({(_plain(r.batch_size), int(r.consumers)) for df in (ol, cl)
-                      for r in df.itertuples()})
+                      for r in df.itertuples()}, key=lambda k: (batch_rank(k[0]), k[1]))
     for b, n in configs:
         cand = _open_candidate(ol, b, n, rec)
         if cand is None:
@@ -156,7 +157,7 @@ def recommend_rate(
     # A cell without CPU times cannot be costed: it comes after every costed one.
     rec.choice = min(pool, key=lambda c: (not math.isfinite(c.cores),
                                           c.cores if math.isfinite(c.cores) else 0.0,
-                                          c.consumers, c.batch_size))
+                                          c.consumers, batch_rank(c.batch_size)))
     if not open_ok:
         rec.notes.append(
             f"no open-loop cell carried {rec.expected_rate:,.0f} events/s within the budget: this "

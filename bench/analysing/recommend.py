@@ -44,6 +44,9 @@ from bench.analysing.loading import (
     DEFAULT_NOISE_THRESHOLD,
     SCALING_AXIS,
     SCENARIO_KEYS,
+    batch_rank,
+    batch_sort_key,
+    is_auto,
     scenario_label,
     select,
     usable_runs,
@@ -72,7 +75,7 @@ def backend_name(backend: str) -> str:
 def is_batched(cells: pd.DataFrame, backend: str) -> bool:
     """A backend is batched when it was measured at more than one batch size or a size > 1."""
     sizes = cells.loc[cells["backend"] == backend, "batch_size"].dropna().unique()
-    return len(sizes) > 1 or any(s > 1 for s in sizes)
+    return len(sizes) > 1 or any(is_auto(s) or s > 1 for s in sizes)
 
 
 # --------------------------------------------------------------------------- curves
@@ -183,7 +186,8 @@ def best_batch(cells: pd.DataFrame, backend: str):
     if c.empty:
         return None
     peak = c.groupby("batch_size")["events_per_s"].max()
-    return _plain(peak[peak >= peak.max()].index.min())
+    # "auto" ranks after every fixed size: a tie goes to a fixed one.
+    return _plain(min(peak[peak >= peak.max()].index, key=batch_rank))
 
 
 def fit_curves(runs: pd.DataFrame, scenario: dict) -> dict[tuple[str, object], USLFit]:
@@ -314,6 +318,41 @@ class Recommendation:
         return text
 
 
+def _auto_or(choice, eligible: pd.DataFrame, at: pd.DataFrame, rec: Recommendation):
+    """``auto``'s row where it beats the fixed ``choice``, else ``choice``, with a note why.
+
+    ``auto`` has no size to rank by, so it is chosen only when it dominates:
+    at least the chosen fixed size's median events/s *and* a p99 latency no
+    higher (within the latency budget, being eligible).
+    """
+    if is_auto(choice["batch_size"]):
+        return choice
+    auto = eligible[eligible["batch_size"].map(is_auto).astype(bool)]
+    if auto.empty:
+        if at["batch_size"].map(is_auto).any():
+            rec.notes.append("batch size auto was measured but is not eligible here (failed, or "
+                             "past the p99 budget): a fixed size is recommended")
+        return choice
+    a = auto.iloc[0]
+    fixed = f"batch {_fmt_n(_plain(choice['batch_size']))}"
+    eps_ok = a["events_per_s"] >= choice["events_per_s"]
+    p99_ok = not (a["latency_p99_ms"] > choice["latency_p99_ms"])  # NaN: not held against it
+    if eps_ok and p99_ok:
+        rec.notes.append(
+            f"batch size auto wins: {a['events_per_s']:,.0f} events/s against {fixed}'s "
+            f"{choice['events_per_s']:,.0f}, p99 {a['latency_p99_ms']:.1f} ms against "
+            f"{choice['latency_p99_ms']:.1f} ms")
+        return a
+    why = []
+    if not eps_ok:
+        why.append(f"{a['events_per_s']:,.0f} events/s < {choice['events_per_s']:,.0f}")
+    if not p99_ok:
+        why.append(f"p99 {a['latency_p99_ms']:.1f} ms > {choice['latency_p99_ms']:.1f} ms")
+    rec.notes.append(f"batch size auto does not beat {fixed} here ({'; '.join(why)}): the fixed "
+                     "size is recommended")
+    return choice
+
+
 def _fmt_n(v) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
@@ -409,7 +448,7 @@ def recommend(
         rec.warnings.append("one repeat per cell: the noise of these numbers cannot be judged")
 
     rows = []
-    for b in sorted(turbo["batch_size"].unique()):
+    for b in sorted(turbo["batch_size"].unique(), key=batch_rank):
         b = _plain(b)
         rows.append(
             _count_for_batch(
@@ -439,7 +478,8 @@ def recommend(
             "at its recommended count"
         )
         return rec
-    ref = candidates.sort_values(["eps", "batch_size"], ascending=[False, True]).iloc[0]
+    ref = candidates.sort_values(["eps", "batch_size"], ascending=[False, True],
+                                 key=batch_sort_key).iloc[0]
     rec.reference_batch = _plain(ref["batch_size"])
     rec.consumers = int(ref["count"])
     rec.consumers_measured = int(ref["measured"])
@@ -462,12 +502,12 @@ def recommend(
 
     # Batch size at the measured count.
     n = rec.consumers_measured
-    at = turbo[(turbo[SCALING_AXIS] == n)].copy().sort_values("batch_size")
+    at = turbo[(turbo[SCALING_AXIS] == n)].copy().sort_values("batch_size", key=batch_sort_key)
     at["fits_budget"] = [_fits_budget(v, latency_budget_ms) for v in at["latency_p99_ms"]]
     # A batch size that failed at this count or at a smaller one is not one to
     # run: its fast cell here does not make it trustworthy.
     failed_upto = turbo[turbo["failed"] & (turbo[SCALING_AXIS] <= n)]
-    unreliable = sorted({_plain(b) for b in failed_upto["batch_size"]})
+    unreliable = sorted({_plain(b) for b in failed_upto["batch_size"]}, key=batch_rank)
     at["failed_upto"] = at["batch_size"].isin(unreliable)
     okat = at[~at["failed"] & ~at["failed_upto"]]
     eligible = okat[okat["fits_budget"]]
@@ -479,7 +519,9 @@ def recommend(
     best_eps = eligible["events_per_s"].max()
     at["within"] = at["events_per_s"] >= (1 - within) * best_eps
     rec.at_count = at
+    # Sorted by size with "auto" last: the smallest fixed size within reach.
     choice = eligible[eligible["events_per_s"] >= (1 - within) * best_eps].iloc[0]
+    choice = _auto_or(choice, eligible, at, rec)
     rec.batch_size = _plain(choice["batch_size"])
     rec.turbo_eps = float(choice["events_per_s"])
     rec.turbo_eps_min = float(choice["events_per_s_min"])

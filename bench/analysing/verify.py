@@ -41,9 +41,12 @@ from pathlib import Path
 import pandas as pd
 
 from bench.analysing.loading import (
+    AUTO_BATCH,
     AUTO_PRODUCERS,
     ResultSetError,
     aggregate,
+    batch_rank,
+    is_auto,
     load_result_set,
     scenarios,
     select,
@@ -78,25 +81,42 @@ def neighbours(batch_size: int, consumers: int, batch_sizes, cap: int) -> tuple[
 
     ``candidates`` are (role, batch_size, consumers), the recommended one
     first; ``skipped`` are (role, why) for neighbours that do not exist here.
+    A fixed size's batch neighbours are the fixed sizes next to it;
+    ``"auto"`` (no size of its own) has the smallest and the largest fixed
+    sizes of the set as its ``batch-down`` and ``batch-up``.
     """
-    sizes = sorted({int(b) for b in batch_sizes} | {int(batch_size)})
-    i = sizes.index(int(batch_size))
-    out = [("recommended", int(batch_size), int(consumers))]
+    fixed = sorted({int(b) for b in batch_sizes if not is_auto(b)})
+    if is_auto(batch_size):
+        batch_size = AUTO_BATCH
+        sizes, i = fixed, None
+    else:
+        batch_size = int(batch_size)
+        sizes = sorted(set(fixed) | {batch_size})
+        i = sizes.index(batch_size)
+    out = [("recommended", batch_size, int(consumers))]
     skipped = []
-    if i > 0:
+    if i is None:
+        for role, pick in (("batch-down", 0), ("batch-up", -1)):
+            if sizes and (role == "batch-down" or len(sizes) > 1):
+                out.append((role, sizes[pick], int(consumers)))
+            else:
+                skipped.append((role, "the set has no other fixed batch size"))
+    elif i > 0:
         out.append(("batch-down", sizes[i - 1], int(consumers)))
     else:
         skipped.append(("batch-down", f"batch {batch_size} is the set's smallest"))
-    if i + 1 < len(sizes):
+    if i is None:
+        pass
+    elif i + 1 < len(sizes):
         out.append(("batch-up", sizes[i + 1], int(consumers)))
     else:
         skipped.append(("batch-up", f"batch {batch_size} is the set's largest"))
     if consumers - 1 >= 1:
-        out.append(("consumers-down", int(batch_size), int(consumers) - 1))
+        out.append(("consumers-down", batch_size, int(consumers) - 1))
     else:
         skipped.append(("consumers-down", "1 consumer is the least"))
     if consumers + 1 <= cap:
-        out.append(("consumers-up", int(batch_size), int(consumers) + 1))
+        out.append(("consumers-up", batch_size, int(consumers) + 1))
     else:
         skipped.append(("consumers-up", f"{consumers + 1} consumers exceed the {cap} the cores "
                                         "leave beside the producers"))
@@ -119,10 +139,10 @@ def targets(recs: list[Recommendation], cells: pd.DataFrame, usable_cores: int) 
         sc = select(cells, **rec.scenario)
         sizes = sc.loc[sc["backend"] == TURBO, "batch_size"].dropna().unique()
         cap = consumer_cap(usable_cores, rec.scenario["producers"])
-        cands, skipped = neighbours(int(rec.batch_size), int(rec.consumers), sizes, cap)
+        cands, skipped = neighbours(rec.batch_size, int(rec.consumers), sizes, cap)
         out.append({
             "scenario": scenario_dict(rec.scenario),
-            "recommended": {"backend": TURBO, "batch_size": int(rec.batch_size),
+            "recommended": {"backend": TURBO, "batch_size": cands[0][1],
                             "consumers": int(rec.consumers)},
             "candidates": [{"backend": TURBO, "batch_size": b, "consumers": c, "role": role}
                            for role, b, c in cands],
@@ -279,7 +299,7 @@ def verify_config(sweep: dict, plan: list[dict], repeat: int, max_repeats: int |
         start_methods=sorted({c["start_method"] for c in cells}),
         producers=producers,
         consumers=sorted({c["consumers"] for c in cells}),
-        batch_sizes=sorted({c["batch_size"] for c in cells}),
+        batch_sizes=sorted({c["batch_size"] for c in cells}, key=batch_rank),
         work_us=sorted({float(c["work_us"]) for c in cells}),
         workloads=sorted({c["workload"] for c in cells}),
         event_bytes=sorted({int(c["event_bytes"]) for c in cells}),

@@ -58,6 +58,7 @@ import psutil
 
 from bench.measuring import machine, pinning, validity
 from bench.measuring.backends import BackendSettings, get_backend
+from bench.measuring.backends.base import is_auto, nominal_batch
 from bench.measuring.children import SPARSE_CHECK, child_main
 from bench.measuring.events import EventFactory, clock_ns
 
@@ -88,7 +89,8 @@ class Cell:
     start_method: str
     producers: int
     consumers: int
-    batch_size: int
+    #: Events per batch, or "auto" (bench.measuring.backends.base.AUTO_BATCH).
+    batch_size: int | str
     work_us: float
     workload: str
     event_bytes: int
@@ -149,7 +151,7 @@ def buffer_bound(setting: int | str, cell) -> int:
     applies to every backend.
     """
     if setting == "auto":
-        return 2 * cell.consumers * max(cell.batch_size, 64)
+        return 2 * cell.consumers * max(nominal_batch(cell.batch_size), 64)
     return int(setting)
 
 
@@ -462,6 +464,7 @@ def _measurements(cell, results, before, after, window_s, cost, offered_rate, pi
     lost, duplicated, unexpected = _delivery_check(consumers, produced)
     events_total = sum(r["consumed"] for r in consumers.values())
     events = sum(r["window_events"] for r in consumers.values())
+    batches_total = sum(r.get("batches", 0) for r in consumers.values())
 
     def samples_ms(key: str):
         return np.concatenate(
@@ -498,7 +501,8 @@ def _measurements(cell, results, before, after, window_s, cost, offered_rate, pi
         overhead_err=err, steal=steal)
     row["load"] = cell.load
     if offered_rate:
-        row.update(_open_loop_figures(cell, row, offered_rate, window_s, max_batch_age,
+        mean_batch = events_total / batches_total if batches_total else None
+        row.update(_open_loop_figures(cell, row, offered_rate, window_s, max_batch_age, mean_batch,
                                       samples_ms("schedule_lag_ns"),
                                       sum(r.get("backlog", 0) for r in producers.values())))
         reasons += validity.open_loop_reasons(
@@ -513,7 +517,8 @@ def _measurements(cell, results, before, after, window_s, cost, offered_rate, pi
                # Pinned only when every child confirmed the core it was given.
                pinned=pins.pinned and all(r.get("pinned_core") is not None
                                           for r in results.values()))
-    row.update(events_total=events_total, lost=lost, duplicated=duplicated)
+    row.update(events_total=events_total, lost=lost, duplicated=duplicated,
+               mean_batch_size=events_total / batches_total if batches_total else "")
     problems = []
     if lost or duplicated or unexpected:
         problems.append(
@@ -531,12 +536,14 @@ def _measurements(cell, results, before, after, window_s, cost, offered_rate, pi
     return row
 
 
-def _open_loop_figures(cell, row, offered_rate, window_s, max_batch_age, lag_ms, backlog) -> dict:
+def _open_loop_figures(cell, row, offered_rate, window_s, max_batch_age, mean_batch, lag_ms,
+                       backlog) -> dict:
     """The open-loop columns: offered vs achieved, saturation, how late producers were."""
     per_producer = offered_rate / cell.producers
     # Events a consumer gets at once: a full batch, or what one producer
-    # puts in max_batch_age when the age seals partial batches sooner.
-    delivered = float(cell.batch_size)
+    # puts in max_batch_age when the age seals partial batches sooner.  An
+    # ``auto`` batch has no size of its own: the batches the consumers got.
+    delivered = float(mean_batch or 1.0) if is_auto(cell.batch_size) else float(cell.batch_size)
     if max_batch_age:
         delivered = max(1.0, min(delivered, per_producer * max_batch_age))
     count_err = validity.rate_count_error(delivered, per_producer, window_s)

@@ -83,6 +83,7 @@ def _consume(backend, index: int, spec: dict, t0_ns: int, work) -> dict:
     qwait_append = qwait.append
     lag_append = lag.append
     n = 0
+    batches = 0  # what the batch size was in fact (turbo's "auto" picks its own)
     next_check = 0
     snap_start = snap_end = -1
     with backend.consumer(index) as source:
@@ -91,6 +92,7 @@ def _consume(backend, index: int, spec: dict, t0_ns: int, work) -> dict:
             # arrival of a batch is then the first moment it can tell.  It is
             # also when the batch was handed over: the end of its queue wait.
             now = received = clock()
+            batches += 1
             if now >= win_start:
                 if snap_start < 0:
                     snap_start = n
@@ -126,6 +128,7 @@ def _consume(backend, index: int, spec: dict, t0_ns: int, work) -> dict:
         snap_end = n
     return {
         "consumed": n,
+        "batches": batches,
         "window_events": snap_end - snap_start,
         "seqs": seqs.tobytes(),
         "latency_ns": latency.tobytes(),

@@ -80,6 +80,7 @@ import psutil
 from bench import results as res
 from bench.measuring import adaptive, pinning, supply
 from bench.measuring.backends import BACKENDS, UnknownBackend, get_backend
+from bench.measuring.backends.base import AUTO_BATCH, is_auto
 from bench.measuring.cell import Cell, CellRun, failed_row, leaked_children, run_cell
 from bench.measuring.machine import usable_cores
 from bench.measuring.schedule import RateResolver, frac_load, parse_load, rate_load
@@ -120,7 +121,8 @@ class SweepConfig:
     #: Counts, and/or "auto" (sized per cell from ``supply``).
     producers: list[int | str] = field(default_factory=lambda: [1])
     consumers: list[int] = field(default_factory=lambda: [1])
-    batch_sizes: list[int] = field(default_factory=lambda: [1000])
+    #: Counts, and/or "auto" (turbo's adaptive size; backends without one skip it).
+    batch_sizes: list[int | str] = field(default_factory=lambda: [1000])
     work_us: list[float] = field(default_factory=lambda: [0.0])
     workloads: list[str] = field(default_factory=lambda: ["busy"])
     event_bytes: list[int] = field(default_factory=lambda: [300])
@@ -147,7 +149,7 @@ class SweepConfig:
     rates: list[float] | None = None
     rate_fractions: list[float] | None = None
     #: Batch sizes and backends that get open-loop cells; None: every one.
-    open_loop_batch_sizes: list[int] | None = None
+    open_loop_batch_sizes: list[int | str] | None = None
     open_loop_backends: list[str] | None = None
     #: Each process of a cell on a core of its own where there are enough.
     pin: bool = False
@@ -225,6 +227,15 @@ def _positive_ints(key: str, values: list, cores: int, cap: int | None = None) -
     if not out:
         raise SweepConfigError(f"{key}: every value is above the cap {cap}")
     return sorted(set(out))
+
+
+def _batch_sizes(key: str, value: Any, cores: int) -> list[int | str]:
+    """Positive counts and/or "auto" (turbo's adaptive size), counts first, ascending."""
+    values = _as_list(key, value)
+    auto = [v for v in values if isinstance(v, str) and v.strip().lower() == AUTO_BATCH]
+    counts = [v for v in values if v not in auto]
+    out: list[int | str] = _positive_ints(key, counts, cores) if counts else []
+    return out + ([AUTO_BATCH] if auto else [])
 
 
 def _names(key: str, values: list, known: tuple[str, ...] | list[str]) -> list[str]:
@@ -340,9 +351,7 @@ def build_config(
             "consumers", _as_list("consumers", data["consumers"]), cores, cap("consumers_max")
         )
     if "batch_sizes" in data:
-        cfg.batch_sizes = _positive_ints(
-            "batch_sizes", _as_list("batch_sizes", data["batch_sizes"]), cores
-        )
+        cfg.batch_sizes = _batch_sizes("batch_sizes", data["batch_sizes"], cores)
     if "work_us" in data:
         cfg.work_us = sorted(
             {_number("work_us", v, 0.0, strict=False) for v in _as_list("work_us", data["work_us"])}
@@ -378,13 +387,20 @@ def build_config(
             values = sorted({_number(key, v, 0.0, strict=True) for v in _as_list(key, data[key])})
             setattr(cfg, key, values)
     if data.get("open_loop_batch_sizes") is not None:
-        cfg.open_loop_batch_sizes = _positive_ints(
-            "open_loop_batch_sizes", _as_list("open_loop_batch_sizes", data["open_loop_batch_sizes"]),
-            cores)
+        cfg.open_loop_batch_sizes = _batch_sizes("open_loop_batch_sizes",
+                                                 data["open_loop_batch_sizes"], cores)
     if data.get("open_loop_backends") is not None:
         cfg.open_loop_backends = _names(
             "open_loop_backends", _as_list("open_loop_backends", data["open_loop_backends"]),
             list(BACKENDS))
+    no_auto = auto_skipped(cfg)
+    if no_auto and len(no_auto) == len(cfg.backends) and cfg.batch_sizes == [AUTO_BATCH]:
+        raise SweepConfigError(
+            f"batch_sizes: only 'auto', which none of {', '.join(cfg.backends)} has (only "
+            + ", ".join(n for n, b in BACKENDS.items() if b.auto_batch) + " pick their own size)")
+    if no_auto and warn:
+        warn(f"batch size auto: {', '.join(no_auto)} ha{'s' if len(no_auto) == 1 else 've'} no "
+             "adaptive batch size and get no auto cells")
     for key in ("open_loop_batch_sizes", "open_loop_backends"):
         if data.get(key) is not None and not cfg.rates and not cfg.rate_fractions:
             raise SweepConfigError(f"{key}: given, but neither rates nor rate_fractions asks "
@@ -431,6 +447,8 @@ def plan_cells(cfg: SweepConfig) -> list[Cell]:
                         for w in cfg.work_us:
                             for b in cfg.batch_sizes:
                                 for name in cfg.backends:
+                                    if is_auto(b) and not BACKENDS[name].auto_batch:
+                                        continue  # no adaptive size: see auto_skipped
                                     batch = b if BACKENDS[name].batched else 1
                                     work = w if workload == "busy" else 0.0
                                     n = p
@@ -450,6 +468,13 @@ def plan_cells(cfg: SweepConfig) -> list[Cell]:
                                             seen.add(twin.cell_id)
                                             cells.append(twin)
     return cells
+
+
+def auto_skipped(cfg: SweepConfig) -> list[str]:
+    """Backends of ``cfg`` that get no ``batch_size = "auto"`` cells (they have no adaptive size)."""
+    if AUTO_BATCH not in cfg.batch_sizes:
+        return []
+    return [b for b in cfg.backends if not BACKENDS[b].auto_batch]
 
 
 def open_loads(cfg: SweepConfig) -> list[str]:
@@ -494,8 +519,9 @@ def producers_setting(cfg: SweepConfig, cell: Cell) -> str:
 
 def _only_key(d: dict) -> tuple:
     # A named cell without a load is the closed-loop one.
+    batch = d["batch_size"]
     return (d["backend"], d["start_method"], d["workload"], int(d["event_bytes"]),
-            float(d["work_us"]), int(d["batch_size"]), int(d["consumers"]),
+            float(d["work_us"]), batch if is_auto(batch) else int(batch), int(d["consumers"]),
             str(d["producers_setting"]), str(d.get("load") or "closed"))
 
 
@@ -513,6 +539,7 @@ def _probe_keys(cfg: SweepConfig) -> list[tuple[str, int, int]]:
     return [
         (name, b if BACKENDS[name].batched else 1, size)
         for size in cfg.event_bytes for b in cfg.batch_sizes for name in cfg.backends
+        if not is_auto(b) or BACKENDS[name].auto_batch
     ]
 
 
@@ -528,8 +555,10 @@ def _repeat_order(cells: list[Cell], backends: list[str], rng: random.Random) ->
 def _group_key(cell: Cell) -> tuple:
     """A cell's place in the plan ignoring its backend (batch size 1 for unbatched ones counts
     with the batched cells of the smallest batch)."""
+    # "auto" after every fixed size (a str never compares with an int).
+    batch = (1, 0) if is_auto(cell.batch_size) else (0, cell.batch_size)
     return (cell.start_method, cell.workload, cell.event_bytes, cell.producers, cell.consumers,
-            cell.work_us, cell.batch_size)
+            cell.work_us, batch)
 
 
 def estimate_seconds(cfg: SweepConfig, cells: int) -> float:

@@ -26,7 +26,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.analysing.loading import SCALING_AXIS, scenario_label, select  # noqa: E402
+from bench.analysing.loading import (  # noqa: E402
+    SCALING_AXIS,
+    batch_rank,
+    is_auto,
+    scenario_label,
+    select,
+)
 from bench.analysing.recommend import TURBO, backend_name, best_batch, curve, is_batched  # noqa: E402
 from bench.analysing.usl import MIN_POINTS  # noqa: E402
 
@@ -55,7 +61,8 @@ def default_curves(cells: pd.DataFrame) -> list[tuple[str, object]]:
 
 
 def turbo_curves(cells: pd.DataFrame) -> list[tuple[str, object]]:
-    return [(TURBO, b) for b in sorted(cells.loc[cells["backend"] == TURBO, "batch_size"].unique())]
+    return [(TURBO, b) for b in sorted(cells.loc[cells["backend"] == TURBO, "batch_size"].unique(),
+                                       key=batch_rank)]
 
 
 def curve_label(cells: pd.DataFrame, backend: str, batch) -> str:
@@ -376,7 +383,10 @@ def plot_batch_tradeoff(
     """turbo throughput (left) and p99 latency (right, log) vs batch size at ``consumers``."""
     sc = select(cells, **scenario)
     t = sc[(sc["backend"] == TURBO) & (sc[SCALING_AXIS] == consumers)]
-    ok = _ok(t).sort_values("batch_size")
+    ok = _ok(t)
+    # "auto" has no place on a batch-size axis: it is drawn as horizontal lines.
+    auto = ok[ok["batch_size"].map(is_auto).astype(bool)]
+    ok = ok[~ok["batch_size"].map(is_auto).astype(bool)].sort_values("batch_size")
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
     x = ok["batch_size"].to_numpy(float)
     _errbar(
@@ -421,7 +431,14 @@ def plot_batch_tradeoff(
             )
         )
     ax2.set_ylabel("p99 latency (ms, log)", color="C3")
-    if chosen_batch is not None:
+    for r in auto.itertuples():
+        ax.axhline(r.events_per_s, color="C0", linestyle="-.", alpha=0.7, label="auto events/s")
+        if r.latency_p99_ms == r.latency_p99_ms:
+            ax2.axhline(r.latency_p99_ms, color="C3", linestyle="-.", alpha=0.7,
+                        label="auto p99 latency")
+    if chosen_batch is not None and is_auto(chosen_batch):
+        ax.plot([], [], color="k", alpha=0.25, linewidth=3, label="recommended: auto")
+    elif chosen_batch is not None:
         ax.axvline(
             float(chosen_batch),
             color="k",

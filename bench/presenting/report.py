@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.analysing.auto import compare_auto
 from bench.analysing.loading import (
     DEFAULT_NOISE_THRESHOLD,
     SCALING_AXIS,
@@ -58,6 +59,7 @@ from bench.analysing.recommend import (
     recommend,
 )
 from bench.analysing.usl import MIN_POINTS
+from bench.presenting import auto as auto_part
 from bench.presenting import plots
 from bench.presenting.doc import Doc
 from bench.presenting.exclusions import excluded_section, failed_section
@@ -190,6 +192,8 @@ def build_report(
         doc.p(f"**Kafka pipeline scenario, {kafka.get('cluster', 'unknown')} cluster**: {kafka.get('note', '')}")
     _recommendation_section(doc, recs, efficiency_threshold, latency_budget_ms, noise_threshold,
                             rate_recs)
+    auto_cmp = [(s, compare_auto(rs.runs, s)) for s in scns]
+    auto_part.auto_section(doc, auto_cmp)
     heldout_section(doc, rs.path, rs.name)
     _warnings_section(doc, rs, cells, fails, scns, recs, fits_by_scn)
     _machine_section(doc, rs, cores)
@@ -215,6 +219,7 @@ def build_report(
     if not open_cells.empty:
         open_cells.to_csv(out / "open_loop_cells.csv", index=False)
     _write_fits(out / "usl_fits.csv", scns, fits_by_scn)
+    auto_part.write_csv(out / "auto_comparison.csv", auto_cmp)
     (out / "recommendation.json").write_text(
         json.dumps(
             [

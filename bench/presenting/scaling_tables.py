@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from bench.analysing.loading import SCALING_AXIS
+from bench.analysing.loading import SCALING_AXIS, batch_rank
 from bench.analysing.recommend import (
     DEFAULT_WITHIN,
     TURBO,
@@ -32,7 +32,8 @@ def usl_fit_table(doc, sc, fits) -> None:
         "most of all past the largest N measured."
     )
     rows = []
-    for (b, bs), f in sorted(fits.items(), key=lambda kv: (kv[0][0] != TURBO, kv[0][0], kv[0][1])):
+    for (b, bs), f in sorted(fits.items(), key=lambda kv: (kv[0][0] != TURBO, kv[0][0],
+                                                           batch_rank(kv[0][1]))):
         label = f"{backend_name(b)} b={bs}" if is_batched(sc, b) else backend_name(b)
         if not f.ok:
             rows.append([label, "-", "-", "-", "-", "-", "-", f.n_points, "; ".join(f.warnings)])
@@ -77,7 +78,7 @@ def measured_cells_table(doc, sc, fits) -> None:
     doc.h(3, "Measured cells")
     rows = []
     for b, bs in sorted(
-        {(r.backend, r.batch_size) for r in sc.itertuples()}, key=lambda k: (k[0] != TURBO, k)
+        {(r.backend, r.batch_size) for r in sc.itertuples()}, key=lambda k: (k[0] != TURBO, k[0], batch_rank(k[1]))
     ):
         c = curve(sc, b, bs)
         # Efficiency as the recommendation reads it: excluded cells are no

@@ -56,6 +56,46 @@ class Backend:
     overhead_per_batch_us: float = 0.0
     ctx_per_event: Callable[[int, int], float] = field(default=lambda n, b: 0.02 * n / b)
     noise: float = 0.01
+    #: batch size "auto" in open loop: consumers see batches of about this
+    #: many events, and an event waits this long for its batch's seal.
+    auto_batch: int = 20
+    auto_fill_ms: float = 2.0
+
+
+AUTO = "auto"
+
+
+def _per_batch(bk: Backend, b) -> int:
+    """Events per batch of ``bk`` at batch size ``b`` (``auto``: its modelled size)."""
+    return bk.auto_batch if b == AUTO else b
+
+
+def auto_turbo(lam: float = 20_000.0, auto_share: float = 1.0, auto_p99_ms: float | None = None,
+               batch_sizes=(100, 1000, AUTO), **kw) -> Backend:
+    """:func:`linear_turbo` with batch size "auto" among its sizes.
+
+    auto's closed-loop events/s is ``auto_share`` of the largest fixed size's
+    (the best); its closed-loop p99 is ``auto_p99_ms`` (default: the best
+    fixed size's model).  In open loop it seals within ``auto_fill_ms``
+    while consumers wait (see :func:`open_loop_point`).
+    """
+    top = max(b for b in batch_sizes if b != AUTO)
+    fixed = lambda n, b: lam * n * b / (b + 20)  # noqa: E731
+
+    def eps(n, b):
+        return auto_share * fixed(n, top) if b == AUTO else fixed(n, b)
+
+    def p99(n, b, e):
+        if b == AUTO:
+            return auto_p99_ms if auto_p99_ms is not None else 0.5 + 2000.0 * top / e
+        return 0.5 + 2000.0 * b / e
+
+    return Backend("turbo", batch_sizes, eps, p99_ms=p99,
+                   ctx_per_event=lambda n, b: 0.02 * n / _per_batch_size(b, top), **kw)
+
+
+def _per_batch_size(b, top: int) -> int:
+    return top if b == AUTO else b
 
 
 def linear_turbo(lam: float = 20_000.0, batch_sizes=(10, 100, 1000), **kw) -> Backend:
@@ -213,7 +253,7 @@ def write_result_set(
                 latency_p99_ms=p99,
                 latency_max_ms=p99 * 1.5,
                 latency_samples=1000,
-                peak_rss_mb=40.0 + b / 100,
+                peak_rss_mb=40.0 + _per_batch(bk, b) / 100,
                 disk_bytes_written=int(eps * window * 350) if bk.name == "turbo" else -1,
                 lost=0,
                 duplicated=0,
@@ -243,7 +283,8 @@ def write_result_set(
         "backends": [b.name for b in backends],
         "producers": list(producers),
         "consumers": list(consumers),
-        "batch_sizes": sorted({b for bk in backends for b in bk.batch_sizes}),
+        "batch_sizes": sorted({b for bk in backends for b in bk.batch_sizes},
+                              key=lambda b: (b == AUTO, 0 if b == AUTO else b)),
         "work_us": list(work_us),
         "workloads": [workload],
         "event_bytes": [event_bytes],
@@ -302,10 +343,13 @@ def open_loop_point(bk: Backend, consumers: int, batch: int, work_us: float, pro
     of the event in its consumer.
     """
     cap = bk.eps(consumers, batch)
-    per_batch = batch if bk.name in ("turbo", "turbo-many", "mpq-batch") else 1
+    per_batch = _per_batch(bk, batch) if bk.name in ("turbo", "turbo-many", "mpq-batch") else 1
     fill = per_batch * producers / offered if per_batch > 1 else 0.0
     if bk.name in ("turbo", "turbo-many"):
         fill = min(fill, max_batch_age)
+    if batch == AUTO:
+        # Sealed as soon as the consumers wait, whatever the rate.
+        fill = bk.auto_fill_ms / 1e3
     achieved = min(offered, cap)
     rho = min(offered / cap, 0.99)
     wq = rho / (2 * (1 - rho)) * per_batch / cap
@@ -315,7 +359,7 @@ def open_loop_point(bk: Backend, consumers: int, batch: int, work_us: float, pro
         backlog = window_s * (1 - cap / offered)
         qw50, qw99 = qw50 + backlog / 2, qw99 + backlog
     busy = per_batch * work_us * 1e-6
-    overhead = bk.overhead_us + bk.overhead_per_batch_us / batch
+    overhead = bk.overhead_us + bk.overhead_per_batch_us / per_batch
     idle_us = IDLE_CORES_PER_CONSUMER * consumers * 1e6 / achieved
     return dict(
         achieved=achieved,

@@ -23,6 +23,9 @@ Rules a backend must follow (the contract suite in tests/bench checks them):
 * ``batched`` says whether ``settings.batch_size`` means anything.  Unbatched
   backends carry one event per message; the sweep runs them at
   ``batch_size = 1`` only.
+* ``auto_batch`` says whether the backend has an adaptive batch size: the
+  sweep gives it cells at ``batch_size = "auto"`` (:data:`AUTO_BATCH`);
+  the others skip them.
 * ``available()`` returns ``(True, "")`` or ``(False, reason)``.  It must not
   raise when an optional dependency is missing: the sweep skips an
   unavailable backend with its reason as the warning.  Import optional
@@ -68,6 +71,23 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
+#: The batch size of a cell whose backend picks its own (turbo's ``batch_size="auto"``).
+AUTO_BATCH = "auto"
+#: Events per message an ``auto`` cell's buffer bound counts with: the size
+#: turbo's policy starts at (turbo_queue._sizing.AutoBatchSize), which it
+#: keeps while consumers wait for work.
+AUTO_NOMINAL_BATCH = 100
+
+
+def is_auto(batch_size: object) -> bool:
+    """True for the adaptive batch size ``"auto"``, which is never a number."""
+    return isinstance(batch_size, str) and batch_size == AUTO_BATCH
+
+
+def nominal_batch(batch_size: int | str) -> int:
+    """Events per message to size buffers with: the batch size, or :data:`AUTO_NOMINAL_BATCH`."""
+    return AUTO_NOMINAL_BATCH if is_auto(batch_size) else int(batch_size)
+
 
 @dataclass(frozen=True)
 class BackendSettings:
@@ -75,8 +95,9 @@ class BackendSettings:
 
     producers: int
     consumers: int
-    #: Events per batch/message; 1 for unbatched backends.
-    batch_size: int
+    #: Events per batch/message; 1 for unbatched backends; "auto" for
+    #: backends with ``auto_batch`` that pick their own.
+    batch_size: int | str
     #: Upper bound on events buffered inside the queue, shared by every
     #: backend so that none wins by hoarding memory; each backend maps it to
     #: its own knob (maxsize, max_ready, bytes).  Producers run flat out, so
@@ -94,8 +115,8 @@ class BackendSettings:
         return asdict(self)
 
     def buffered_messages(self) -> int:
-        """``max_buffered_events`` in messages of ``batch_size`` events (>= 1)."""
-        return max(1, math.ceil(self.max_buffered_events / self.batch_size))
+        """``max_buffered_events`` in messages of ``batch_size`` events (>= 1; see :func:`nominal_batch`)."""
+        return max(1, math.ceil(self.max_buffered_events / nominal_batch(self.batch_size)))
 
 
 class Producer(abc.ABC):
@@ -179,6 +200,8 @@ class Backend(abc.ABC):
     install_hint: ClassVar[str] = ""
     #: True when the queue keeps its data in files (disk_bytes_written matters).
     file_based: ClassVar[bool] = False
+    #: True when the backend takes ``batch_size="auto"`` (its own adaptive size).
+    auto_batch: ClassVar[bool] = False
 
     def __init__(self, settings: BackendSettings):
         self.settings = settings

@@ -24,7 +24,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from bench.measuring.backends.base import Backend, Consumer, Producer
+from bench.measuring.backends.base import Backend, Consumer, Producer, is_auto
 
 #: turbo_queue.Queue's default max_batch_age, as users get it.
 MAX_BATCH_AGE_S = 1.0
@@ -75,7 +75,8 @@ class TurboBackend(Backend):
     name = "turbo"
     batched = True
     file_based = True
-    description = "turbo_queue.Queue: put per event, get_batch per batch"
+    auto_batch = True
+    description = "turbo_queue.Queue: put per event, get_batch per batch (or batch_size='auto')"
     install_hint = "pip install turbo-queue-ng"
 
     def __init__(self, settings):
@@ -99,9 +100,24 @@ class TurboBackend(Backend):
         self.q = turbo_queue.Queue(
             self.path,
             batch_size=self.settings.batch_size,
-            max_ready=self.settings.buffered_messages(),
+            max_ready=self.max_ready(),
             max_batch_age=MAX_BATCH_AGE_S,
         )
+
+    def max_ready(self) -> int:
+        """``max_buffered_events`` in batches; for ``auto``, room for the policy to see a backlog.
+
+        ``auto`` grows its size only once ``GROW_AT`` batches are ready after a
+        seal, and a seal never leaves more than ``max_ready`` ready: with the
+        two batches per consumer of the harness's ``auto`` bound a single
+        consumer's backlog could never make it grow.
+        """
+        n = self.settings.buffered_messages()
+        if is_auto(self.settings.batch_size):
+            from turbo_queue._sizing import AutoBatchSize
+
+            n = max(n, AutoBatchSize.GROW_AT + 1)
+        return n
 
     def producer(self, index: int) -> Producer:
         return _TurboProducer(self.q)
@@ -124,7 +140,7 @@ class TurboBackend(Backend):
 
     def describe(self) -> dict:
         return {
-            "max_ready_batches": self.settings.buffered_messages(),
+            "max_ready_batches": self.max_ready(),
             "max_batch_age_s": MAX_BATCH_AGE_S,
             "serializer": "pickle",
             "durable": False,

@@ -1,0 +1,325 @@
+"""turbo's ``batch_size="auto"`` against the best fixed batch size, load by load.
+
+For each load of a scenario (the closed-loop maximum, and each open-loop
+``rate:R`` or ``frac:f``) and consumer count, the ``auto`` cell is held
+against the best fixed-size turbo cell at the same load:
+
+* **closed loop**: the fixed size with the highest median events/s (a tie
+  goes to the smaller size); the verdict is on throughput, auto / best.
+* **open loop**: among the fixed sizes that carried the same rate (offered
+  at least ``1 - RATE_TOLERANCE`` of auto's, no repeat short of it:
+  achieved >= ``CARRIED_SHARE`` of offered), the one with the lowest median
+  end-to-end p99 latency; the verdict is on that p99, auto / best.  When
+  none carried auto's rate and auto did, auto wins (held against the fixed
+  size with the most events/s).  A ``frac:f`` cell's rate is that fraction
+  of its *own* closed-loop median, so auto and the fixed sizes may be
+  offered rates some percent apart: both are reported.
+
+Ratios are taken per repeat, pairing repeat ``r`` of auto with repeat ``r``
+of the best (repeats are interleaved, so a pair ran side by side), over the
+usable repeats of both (ok repeats when fewer than 2 pairs are usable, said
+in ``basis``), and given as median (min-max).  The verdict is ``wins``,
+``loses``, ``matches`` (closed loop: every repeat within ``TOLERANCE``) or
+``cannot decide`` (the repeats straddle the line, or fewer than 2 pairs),
+with a reason in words.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from bench.analysing.loading import (
+    CARRIED_SHARE,
+    SCENARIO_KEYS,
+    batch_label,
+    batch_rank,
+    is_auto,
+    ok_runs,
+    select,
+)
+from bench.schema import LOAD_CLOSED
+
+TURBO = "turbo"
+#: Closed loop: auto within this share of the best fixed events/s in every repeat "matches" it.
+TOLERANCE = 0.05
+#: The issue's goals: p99 queue wait at 10% of the maximum, share of the best at the maximum.
+GOAL_LOW_RATE_QWAIT_MS = 20.0
+GOAL_MAX_RATE_SHARE = 0.95
+MIN_PAIRS = 2
+#: Open loop: a fixed-size cell offered at least this share below auto's rate counts as "the same rate".
+RATE_TOLERANCE = 0.05
+USABLE = "usable"
+OK_BASIS = "ok: fewer than 2 usable repeats of a cell"
+
+WINS, LOSES, MATCHES, UNDECIDED = "wins", "loses", "matches", "cannot decide"
+
+
+@dataclass
+class Ratio:
+    """auto / best over paired repeats: median (min-max); NaN when not measured."""
+
+    median: float = math.nan
+    lo: float = math.nan
+    hi: float = math.nan
+    n: int = 0
+
+    @classmethod
+    def of(cls, values) -> Ratio:
+        v = np.asarray([x for x in values if x == x and math.isfinite(x)], dtype=float)
+        if not v.size:
+            return cls()
+        return cls(float(np.median(v)), float(v.min()), float(v.max()), int(v.size))
+
+    def text(self, digits: int = 2) -> str:
+        if self.median != self.median:
+            return "n/a"
+        if self.n < 2:
+            return f"{self.median:.{digits}f}"
+        return f"{self.median:.{digits}f} ({self.lo:.{digits}f}-{self.hi:.{digits}f})"
+
+
+@dataclass
+class AutoComparison:
+    scenario: dict
+    load: str
+    consumers: int
+    best_batch: object = None
+    best_rule: str = ""
+    auto_cell: str = ""
+    best_cell: str = ""
+    #: Median offered events/s of auto's and of the best's cell (NaN for closed loop).
+    auto_offered: float = math.nan
+    best_offered: float = math.nan
+    auto_eps: float = math.nan
+    best_eps: float = math.nan
+    auto_qwait_p99_ms: float = math.nan
+    best_qwait_p99_ms: float = math.nan
+    auto_latency_p99_ms: float = math.nan
+    best_latency_p99_ms: float = math.nan
+    auto_mean_batch: float = math.nan
+    auto_carries: bool = True
+    best_carries: bool = True
+    #: Open loop: some fixed size carried auto's rate (else ``why_not`` says why none did).
+    best_same_rate: bool = True
+    why_not: str = ""
+    #: Repeats that fell short of the load, of the repeats counted.
+    auto_short: int = 0
+    best_short: int = 0
+    auto_n: int = 0
+    best_n: int = 0
+    auto_qwait_p99_lo: float = math.nan
+    auto_qwait_p99_hi: float = math.nan
+    eps: Ratio = field(default_factory=Ratio)
+    qwait_p99: Ratio = field(default_factory=Ratio)
+    latency_p99: Ratio = field(default_factory=Ratio)
+    pairs: int = 0
+    basis: str = USABLE
+    verdict: str = UNDECIDED
+    reason: str = ""
+
+    @property
+    def closed(self) -> bool:
+        return self.load == LOAD_CLOSED
+
+
+def compare_auto(runs: pd.DataFrame, scenario: dict) -> list[AutoComparison]:
+    """One comparison per (consumers, load) where turbo has both an auto and a fixed-size cell."""
+    keys = {k: scenario[k] for k in SCENARIO_KEYS}
+    sc = select(runs, **keys)
+    sc = sc[sc["backend"] == TURBO]
+    if sc.empty or not sc["batch_size"].map(is_auto).any():
+        return []
+    out = []
+    for (n, load), g in sc.groupby(["consumers", "load"], sort=True):
+        auto = g[g["batch_size"].map(is_auto).astype(bool)]
+        fixed = g[~g["batch_size"].map(is_auto).astype(bool)]
+        if auto.empty or fixed.empty:
+            continue
+        out.append(_compare(dict(scenario), str(load), int(n), auto, fixed))
+    # The closed loop first, then the loads by the rate auto was offered.
+    out.sort(key=lambda c: (c.consumers, not c.closed,
+                            c.auto_offered if c.auto_offered == c.auto_offered else 0.0))
+    return out
+
+
+def _rows(df: pd.DataFrame, basis: str) -> pd.DataFrame:
+    ok = ok_runs(df)
+    return ok[ok["usable"].fillna(False).astype(bool)] if basis == USABLE else ok
+
+
+def _basis(auto: pd.DataFrame, fixed: pd.DataFrame) -> str:
+    """Usable repeats when auto and every fixed size have at least 2; else the ok ones."""
+    groups = [auto] + [g for _, g in fixed.groupby("batch_size", sort=False)]
+    if all(len(_rows(g, USABLE)) >= MIN_PAIRS for g in groups):
+        return USABLE
+    return OK_BASIS
+
+
+def _summary(rows: pd.DataFrame) -> dict:
+    med = rows[["events_per_s", "queue_wait_p99_ms", "latency_p99_ms", "offered_rate",
+                "mean_batch_size"]].median(numeric_only=True)
+    short = 0
+    if rows["load"].iloc[0] != LOAD_CLOSED:
+        # The reader's rule (bench.analysing.openloop.carried): a cell carries
+        # its load when no repeat fell short of it.
+        low = rows["events_per_s"] < CARRIED_SHARE * rows["offered_rate"]
+        short = int((rows["saturated"].fillna(False).astype(bool) | low).sum())
+    qw = rows["queue_wait_p99_ms"].dropna()
+    return {"carries": short == 0, "short": short, "n": len(rows),
+            "qw_lo": float(qw.min()) if len(qw) else math.nan,
+            "qw_hi": float(qw.max()) if len(qw) else math.nan,
+            "eps": med.get("events_per_s", math.nan), "qw": med.get("queue_wait_p99_ms", math.nan),
+            "lat": med.get("latency_p99_ms", math.nan), "offered": med.get("offered_rate", math.nan),
+            "batch": med.get("mean_batch_size", math.nan),
+            "cell": str(rows["cell_id"].iloc[0])}
+
+
+def _compare(scenario: dict, load: str, n: int, auto: pd.DataFrame,
+             fixed: pd.DataFrame) -> AutoComparison:
+    c = AutoComparison(scenario, load, n)
+    c.auto_cell = str(auto["cell_id"].iloc[0])
+    basis = _basis(auto, fixed)
+    c.basis = basis
+    a_rows = _rows(auto, basis)
+    sizes = {}
+    for b, g in fixed.groupby("batch_size", sort=False):
+        rows = _rows(g, basis)
+        if not rows.empty:
+            sizes[b] = (rows, _summary(rows))
+    if a_rows.empty or not sizes:
+        c.reason = ("auto has no ok repeat at this load" if a_rows.empty
+                    else "no fixed batch size has an ok repeat at this load")
+        return c
+    a = _summary(a_rows)
+    if c.closed:
+        best = max(sizes, key=lambda b: (sizes[b][1]["eps"], -batch_rank(b)))
+        c.best_rule = "highest median events/s"
+    else:
+        # "The same rate": offered at least auto's rate, less a tolerance (a
+        # fraction load is a share of each cell's own maximum).
+        floor = (1 - RATE_TOLERANCE) * a["offered"]
+        same = [b for b in sizes if sizes[b][1]["offered"] >= floor]
+        carried = [b for b in same if sizes[b][1]["carries"]]
+        c.best_same_rate = bool(carried)
+        if carried:
+            best = min(carried, key=lambda b: (sizes[b][1]["lat"], batch_rank(b)))
+            c.best_rule = ("lowest median p99 latency among the fixed sizes that carried the same "
+                           f"rate (offered >= {1 - RATE_TOLERANCE:.0%} of auto's)")
+        else:
+            best = max(sizes, key=lambda b: (sizes[b][1]["eps"], -batch_rank(b)))
+            c.best_rule = "no fixed size carried auto's rate: the one with the most events/s"
+            c.why_not = "; ".join(
+                f"batch {batch_label(b)} " + (
+                    f"fell short in {v['short']} of {v['n']} repeats" if b in same
+                    else f"was offered {v['offered']:,.0f}/s") for b, (_, v) in sorted(
+                        sizes.items(), key=lambda kv: batch_rank(kv[0])))
+    b_rows, b = sizes[best]
+    c.best_batch = best.item() if isinstance(best, np.generic) else best
+    c.best_cell = b["cell"]
+    c.auto_offered, c.best_offered = a["offered"], b["offered"]
+    c.auto_eps, c.best_eps = a["eps"], b["eps"]
+    c.auto_qwait_p99_ms, c.best_qwait_p99_ms = a["qw"], b["qw"]
+    c.auto_latency_p99_ms, c.best_latency_p99_ms = a["lat"], b["lat"]
+    c.auto_mean_batch = a["batch"]
+    c.auto_carries, c.best_carries = a["carries"], b["carries"]
+    c.auto_short, c.best_short, c.auto_n, c.best_n = a["short"], b["short"], a["n"], b["n"]
+    c.auto_qwait_p99_lo, c.auto_qwait_p99_hi = a["qw_lo"], a["qw_hi"]
+
+    pairs = a_rows.merge(b_rows, on="repeat", suffixes=("_a", "_b"))
+    c.pairs = len(pairs)
+
+    def ratios(col: str) -> Ratio:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return Ratio.of((pairs[f"{col}_a"] / pairs[f"{col}_b"]).to_numpy(float))
+
+    c.eps = ratios("events_per_s")
+    c.qwait_p99 = ratios("queue_wait_p99_ms")
+    c.latency_p99 = ratios("latency_p99_ms")
+    c.verdict, c.reason = _verdict(c)
+    return c
+
+
+def _verdict(c: AutoComparison) -> tuple[str, str]:
+    best = f"batch {batch_label(c.best_batch)}"
+    if c.closed:
+        r = c.eps
+        if r.n < MIN_PAIRS:
+            return UNDECIDED, f"fewer than {MIN_PAIRS} paired repeats"
+        if r.lo > 1 + TOLERANCE:
+            return WINS, f"more events/s than {best} in every repeat (by > {TOLERANCE:.0%})"
+        if r.hi < 1 - TOLERANCE:
+            return LOSES, f"fewer events/s than {best} in every repeat (by > {TOLERANCE:.0%})"
+        if r.lo >= 1 - TOLERANCE:
+            return MATCHES, f"within {TOLERANCE:.0%} of {best}'s events/s in every repeat, or above"
+        return UNDECIDED, (f"the repeats straddle {1 - TOLERANCE:.0%} of {best}'s events/s "
+                           f"({r.text()})")
+    if c.auto_carries and not c.best_same_rate:
+        return WINS, (f"auto carried {c.auto_offered:,.0f} events/s in all {c.auto_n} repeats and "
+                      f"no fixed size carried that rate ({c.why_not})")
+    if not c.auto_carries and c.best_carries:
+        return LOSES, (f"auto fell short of the load in {c.auto_short} of {c.auto_n} repeats "
+                       f"and {best} in none of {c.best_n}")
+    if c.auto_carries and not c.best_carries:
+        return WINS, (f"auto carried the load in all {c.auto_n} repeats and no fixed size did "
+                      f"({best}, the most events/s, fell short in {c.best_short} of {c.best_n})")
+    r = c.latency_p99
+    if r.n < MIN_PAIRS:
+        return UNDECIDED, f"fewer than {MIN_PAIRS} paired repeats with a p99 latency"
+    if r.hi < 1:
+        return WINS, f"lower p99 latency than {best} in every repeat"
+    if r.lo > 1:
+        return LOSES, f"higher p99 latency than {best} in every repeat"
+    return UNDECIDED, f"p99 latency above {best}'s in some repeats and below in others ({r.text()})"
+
+
+def load_label(c: AutoComparison) -> str:
+    if c.closed:
+        return "closed loop (maximum)"
+    kind, _, value = c.load.partition(":")
+    return f"{float(value):g} of the maximum" if kind == "frac" else f"{float(value):,.0f} events/s"
+
+
+def goal_lines(comparisons: list[AutoComparison]) -> list[str]:
+    """The issue's three goals, each met, missed (by how much) or not measured, in words."""
+    lines = []
+    low = [c for c in comparisons if c.load == "frac:0.1"]
+    for c in low:
+        v = c.auto_qwait_p99_ms
+        ok = v <= GOAL_LOW_RATE_QWAIT_MS
+        every = c.auto_qwait_p99_hi <= GOAL_LOW_RATE_QWAIT_MS
+        lines.append(f"at 0.1 of the maximum ({c.consumers} consumer(s)): auto's p99 queue wait "
+                     f"{v:.1f} ms ({c.auto_qwait_p99_lo:.1f}-{c.auto_qwait_p99_hi:.1f} over "
+                     f"{c.auto_n} repeats) {'<=' if ok else '>'} {GOAL_LOW_RATE_QWAIT_MS:g} ms: "
+                     f"{'met' if ok else 'missed'} by the median"
+                     f"{'' if every == ok else (', not in every repeat' if ok else ', met in some')}"
+                     f" (best fixed: batch "
+                     f"{batch_label(c.best_batch)}, {c.best_qwait_p99_ms:.1f} ms)")
+    if not low:
+        lines.append("at 0.1 of the maximum: not measured (add --rate-fractions 0.1)")
+    for c in (c for c in comparisons if c.closed):
+        r = c.eps
+        ok = r.median >= GOAL_MAX_RATE_SHARE
+        every = r.lo >= GOAL_MAX_RATE_SHARE
+        lines.append(f"at the maximum ({c.consumers} consumer(s)): auto reaches {r.text()} of "
+                     f"batch {batch_label(c.best_batch)}'s events/s (goal >= "
+                     f"{GOAL_MAX_RATE_SHARE:.0%}): {'met' if ok else 'missed'} by the median"
+                     f"{'' if every == ok else (', not in every repeat' if ok else '')}")
+    between = [c for c in comparisons if not c.closed and c.load != "frac:0.1"]
+    worse = [c for c in between if c.verdict == LOSES]
+    unclear = [c for c in between if c.verdict == UNDECIDED]
+    if between:
+        text = ("in between: auto's p99 latency never worse than the best fixed size that carries "
+                "the load: ")
+        if worse:
+            text += "missed at " + "; ".join(f"{load_label(c)} ({c.reason})" for c in worse)
+        elif unclear:
+            text += ("not decided at " + ", ".join(load_label(c) for c in unclear)
+                     + " (repeats on both sides), never worse in every repeat elsewhere")
+        else:
+            text += "met at " + ", ".join(load_label(c) for c in between)
+        lines.append(text)
+    return lines

@@ -1,0 +1,143 @@
+"""batch_size="auto" in the report: auto against the best fixed size, and the recommendations.
+
+The sets are synthetic (report_synth.auto_turbo): turbo at batch 100, 1000
+and auto.  In the winning set auto's maximum is above every fixed size's, so
+at a fraction load no fixed size is offered auto's rate and auto wins by
+carrying it; at rate:2000 all are offered the same.  In the winning set auto moves 10% more events/s than batch 1000
+in closed loop with a 5 ms p99, and in open loop seals within 2 ms; in the
+losing set it moves 20% fewer and waits 400 ms for its seal.  The expected
+ratios come from the same model (report_synth.open_loop_point).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from report_synth import AUTO, auto_turbo, open_loop_point, write_result_set
+
+from bench.analysing.auto import LOSES, WINS, compare_auto
+from bench.analysing.loading import aggregate, load_result_set, scenarios
+from bench.analysing.openloop import open_loop_cells
+from bench.analysing.rate import recommend_rate
+from bench.analysing.recommend import recommend
+from bench.presenting.report import build_report
+
+LOADS = ("rate:2000", "frac:0.1", "frac:0.5")
+NOISE = 0.002
+
+
+def _win():
+    return auto_turbo(auto_share=1.10, auto_p99_ms=5.0, noise=NOISE)
+
+
+def _lose():
+    return auto_turbo(auto_share=0.80, auto_fill_ms=400.0, noise=NOISE)
+
+
+def _set(tmp_path_factory, name, bk):
+    return write_result_set(tmp_path_factory.mktemp(name), [bk], consumers=(1, 2, 4), cores=8,
+                            open_loop=LOADS, open_loop_consumers=(1,))
+
+
+@pytest.fixture(scope="module")
+def win_set(tmp_path_factory):
+    return _set(tmp_path_factory, "win", _win())
+
+
+@pytest.fixture(scope="module")
+def lose_set(tmp_path_factory):
+    return _set(tmp_path_factory, "lose", _lose())
+
+
+def _by_load(path):
+    rs = load_result_set(path)
+    (s,) = scenarios(aggregate(rs.runs))
+    return {(c.load, c.consumers): c for c in compare_auto(rs.runs, s)}
+
+
+def _offered(bk, b, load):
+    kind, _, v = load.partition(":")
+    return float(v) if kind == "rate" else float(v) * bk.eps(1, b)
+
+
+def _point(bk, b, load):
+    return open_loop_point(bk, 1, b, 50.0, 1, _offered(bk, b, load), 5.0, 1.0)
+
+
+def test_closed_loop_ratio_and_verdict_against_the_fastest_fixed_size(win_set, lose_set):
+    for path, share, verdict in ((win_set, 1.10, WINS), (lose_set, 0.80, LOSES)):
+        cs = _by_load(path)
+        for n in (1, 2, 4):
+            c = cs[("closed", n)]
+            assert c.best_batch == 1000  # the fastest fixed size
+            assert c.eps.median == pytest.approx(share, rel=0.02)
+            assert c.eps.n == 3 and c.eps.lo <= c.eps.median <= c.eps.hi
+            assert c.verdict == verdict, c.reason
+
+
+@pytest.mark.parametrize("load", LOADS)
+def test_open_loop_ratios_against_the_best_fixed_size_that_carries_the_load(win_set, lose_set, load):
+    for path, bk, verdict in ((win_set, _win(), WINS), (lose_set, _lose(), LOSES)):
+        c = _by_load(path)[(load, 1)]
+        # The best fixed size: the lowest p99 among those offered auto's rate
+        # (a fraction load is a share of each size's own maximum; every
+        # modelled cell carries its load); none offered it: the fastest.
+        fixed = {b: _point(bk, b, load) for b in (100, 1000)}
+        same = [b for b in fixed if _offered(bk, b, load) >= 0.95 * _offered(bk, AUTO, load)]
+        best = min(same, key=lambda b: fixed[b]["latency_p99_ms"]) if same else 1000
+        assert c.best_batch == best
+        assert c.best_same_rate == bool(same)
+        a = _point(bk, AUTO, load)
+        assert c.qwait_p99.median == pytest.approx(
+            a["queue_wait_p99_ms"] / fixed[best]["queue_wait_p99_ms"], rel=0.02)
+        assert c.latency_p99.median == pytest.approx(
+            a["latency_p99_ms"] / fixed[best]["latency_p99_ms"], rel=0.02)
+        assert c.auto_offered == pytest.approx(_offered(bk, AUTO, load), rel=1e-6)
+        assert c.verdict == verdict, c.reason
+
+
+def test_the_throughput_recommendation_names_auto_only_where_it_wins(win_set, lose_set,
+                                                                    tmp_path_factory):
+    # Within 5% of batch 1000 (the smallest size within reach) with more
+    # events/s and a lower p99: auto dominates it and is named.
+    near = _set(tmp_path_factory, "near", auto_turbo(auto_share=1.02, auto_p99_ms=5.0, noise=NOISE))
+    # As fast but with a p99 above batch 1000's: not named.
+    slow = _set(tmp_path_factory, "slow", auto_turbo(auto_share=1.02, auto_p99_ms=5000.0,
+                                                     noise=NOISE))
+    picks = {}
+    for name, path in (("win", win_set), ("lose", lose_set), ("near", near), ("slow", slow)):
+        rs = load_result_set(path)
+        cells = aggregate(rs.runs)
+        (s,) = scenarios(cells)
+        picks[name] = recommend(cells, rs.runs, s, 8, latency_budget_ms=10_000.0)
+    assert picks["win"].batch_size == AUTO  # the only size within 5% of the best
+    assert picks["near"].batch_size == AUTO
+    assert any("auto wins" in n for n in picks["near"].notes)
+    for name in ("lose", "slow"):
+        assert picks[name].batch_size == 1000
+        assert any("auto does not beat batch 1000" in n for n in picks[name].notes), name
+
+
+def test_the_rate_recommendation_names_auto_only_where_it_wins(win_set, lose_set):
+    # At 2,000 events/s batch 100 takes 50 ms to fill and batch 1000 is held
+    # by max_batch_age: within 20 ms only a quick seal fits.
+    for path, budget, want in ((win_set, 20.0, AUTO), (lose_set, 100.0, 100)):
+        rs = load_result_set(path)
+        cells = aggregate(rs.runs)
+        ol = open_loop_cells(rs.runs)
+        (s,) = scenarios(cells)
+        rec = recommend_rate(cells, ol, s, 2000.0, budget, 1.0)
+        assert rec.ok and rec.choice.batch_size == want, (rec.refusals, rec.candidates)
+
+
+def test_the_report_states_the_comparison_and_the_goals(win_set, lose_set, tmp_path):
+    for path, word in ((win_set, "**wins**"), (lose_set, "**loses**")):
+        rep = build_report(path, tmp_path / path.name, html_report=True, expected_rate=2000.0,
+                           latency_budget_ms=20.0)
+        md = rep.markdown_path.read_text()
+        assert "batch_size='auto' against the best fixed batch size" in md
+        assert word in md and "The issue's goals" in md
+        assert (rep.out_dir / "auto_comparison.csv").exists()
+        recs = json.loads((rep.out_dir / "recommendation.json").read_text())
+        assert recs and rep.html_path.exists()
