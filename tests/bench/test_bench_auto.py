@@ -52,13 +52,14 @@ def test_cli_and_toml_take_auto_as_a_batch_size():
 
 def test_backends_without_an_adaptive_size_skip_auto_with_a_note():
     notes = []
-    cfg = build_config({"backends": ["turbo", "mpq-batch", "mpq"], "batch_sizes": [100, "auto"]},
+    # turbo-many's lists are made by the caller at the caller's size: no auto there either.
+    cfg = build_config({"backends": ["turbo", "turbo-many", "mpq-batch", "mpq"], "batch_sizes": [100, "auto"]},
                        cores=2, warn=notes.append)
     cells = plan_cells(cfg)
     auto = [c for c in cells if c.batch_size == "auto"]
     assert [c.backend for c in auto] == ["turbo"]
-    assert {c.backend for c in cells} == {"turbo", "mpq-batch", "mpq"}
-    assert any("auto" in n and "mpq-batch" in n and "mpq" in n for n in notes), notes
+    assert {c.backend for c in cells} == {"turbo", "turbo-many", "mpq-batch", "mpq"}
+    assert any("auto" in n and "mpq-batch" in n and "turbo-many" in n for n in notes), notes
     with pytest.raises(SweepConfigError, match="batch_sizes"):
         build_config({"backends": ["mpq-batch"], "batch_sizes": ["auto"]}, cores=2)
     with pytest.raises(SweepConfigError, match="batch_sizes"):

@@ -36,6 +36,10 @@ class _ManyProducer(ListProducer):
 class TurboManyBackend(TurboBackend):
     name = "turbo-many"
     description = "turbo_queue.Queue: put_many of B-event lists, get_batch per batch"
+    # The caller makes the lists here, so their size is the caller's B: an
+    # adaptive size has nothing to adapt (and a list of "auto" events is
+    # not a size).  The sweep skips its auto cells with a note.
+    auto_batch = False
 
     def producer(self, index: int) -> Producer:
         return _ManyProducer(self.q, self.settings.batch_size)
