@@ -45,6 +45,11 @@ from bench.measuring.events import EventFactory
 
 WORKLOADS = ("busy", "parse", "regex", "hash")
 
+#: A busy setting's refined iteration count is accepted when its measured
+#: cost lands within this fraction of the setting (see :func:`calibrate`).
+CALIBRATION_TOLERANCE = 0.03
+CALIBRATION_ATTEMPTS = 6
+
 _KV = re.compile(r"(\w+)=([^\s,]+)")
 
 
@@ -147,17 +152,38 @@ def calibrate(
         "measured_us": {},
     }
     cal["busy_iterations"] = {}
+    cal["attempts"] = {}
     for w in sorted(set(work_us)):
         calls = max(20, int(target_s * 1e6 / max(w, 0.5)))
         if w > 0:
             # A long loop's speed does not predict a short call's cost
             # exactly (call overhead, loop set-up, caches), so refine the
             # iteration count against the measured cost of the call itself.
-            n = busy_iterations(w, cal)
-            for _ in range(3):
-                cost = _time_calls(lambda ev, _n=n: _busy_loop(_n), event, calls, 3)
-                n = max(1, round(n * w / cost))
-            cal["busy_iterations"][f"{w:g}"] = n
+            # On a VM the CPU's speed can change by half from one moment to
+            # the next (seen on the 2-core reference machine: the same
+            # iteration count measured 110 us during calibration and 182 us
+            # in every cell after it), so a refinement is accepted only when
+            # the cost measured after it lands within CALIBRATION_TOLERANCE of
+            # the setting; otherwise it is redone, and the closest attempt
+            # kept.  A bad moment must not become the reference every cell
+            # is checked against.
+            best = None
+            for attempt in range(1, CALIBRATION_ATTEMPTS + 1):
+                cal["attempts"][f"{w:g}"] = attempt
+                n = busy_iterations(w, cal) if best is None else best[1]
+                for _ in range(3):
+                    cost = _time_calls(lambda ev, _n=n: _busy_loop(_n), event, calls, 3)
+                    n = max(1, round(n * w / cost))
+                cost = _time_calls(lambda ev, _n=n: _busy_loop(_n), event, calls, 5)
+                if best is None or abs(cost - w) < abs(best[0] - w):
+                    best = (cost, n)
+                if abs(cost - w) <= CALIBRATION_TOLERANCE * w:
+                    break
+            cal["busy_iterations"][f"{w:g}"] = best[1]
+            # The cost measured when the count was accepted is the reference:
+            # timing it once more would draw a second moment of the machine.
+            cal["measured_us"][_cost_key("busy", w, 0)] = best[0]
+            continue
         fn = make_work("busy", w, cal)
         cal["measured_us"][_cost_key("busy", w, 0)] = _time_calls(fn, event, calls, 5)
     # The named transforms' cost depends on the record size, so they are
