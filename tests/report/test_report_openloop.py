@@ -220,3 +220,24 @@ def test_auto_producers_fill_time_uses_each_cells_producers(tmp_path):
     rec = recommend_rate(cells, ol, s, 5000, 50, 1.0)
     assert rec.ok and rec.choice.producers == 2 and "beside 2 producers" in rec.headline()
     assert rec.choice.fill_ms == pytest.approx(rec.choice.batch_size * 2 / 5000 * 1e3)
+
+
+def test_rate_answer_never_rests_on_one_valid_repeat(tmp_path):
+    # Every turbo cell has three ok repeats; two of each drift (their
+    # consumers used less CPU than the work asked for), so each cell's
+    # medians rest on one repeat whose noise nobody can judge.
+    d = write_result_set(tmp_path, [_turbo(), saturating_mpq()], consumers=(1, 2),
+                         open_loop=("rate:5000",), open_loop_consumers=(1,))
+    _, cells, ol, s = _loaded(d)
+    assert recommend_rate(cells, ol, s, 5000, 50, 1.0).ok  # the control: usable as written
+    runs = pd.read_csv(d / "runs.csv", keep_default_na=False)
+    bad = (runs["backend"] == "turbo") & (runs["repeat"] >= 1)
+    runs.loc[bad, "overhead_us_per_event"] = -20.0
+    runs.loc[bad, "consumer_user_s"] = runs.loc[bad, "events"] * 30e-6
+    runs.to_csv(d / "runs.csv", index=False)
+    _, cells, ol, s = _loaded(d)
+    assert (cells[cells["backend"] == "turbo"]["n_measured"] == 1).all()
+    rec = recommend_rate(cells, ol, s, 5000, 50, 1.0)
+    assert not rec.ok and not rec.candidates
+    assert any("fewer than 2 valid repeats" in n and "turbo-fork-p1-c1-b100" in n
+               for n in rec.notes), rec.notes
