@@ -256,6 +256,10 @@ def test_interrupted_sweep_resumes_without_redoing_cells(tmp_path):
     args = [
         sys.executable, "-m", "bench", "sweep", *TINY,
         "--backends", "mpq-batch,mpq", "--repeat", "2", "--out", str(out),
+        # 1 s windows, not TINY's 0.3 s: the interrupt below must land while
+        # cells remain; with 0.3 s the four runs once finished before a
+        # starved poller sent it (seen on the loaded 2-core machine).
+        "--duration", "1.0",
     ]  # fmt: skip
     proc = subprocess.Popen(
         args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
