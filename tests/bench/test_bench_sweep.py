@@ -256,13 +256,14 @@ def test_interrupted_sweep_resumes_without_redoing_cells(tmp_path):
     args = [
         sys.executable, "-m", "bench", "sweep", *TINY,
         "--backends", "mpq-batch,mpq", "--repeat", "2", "--out", str(out),
-        # 1 s windows, not TINY's 0.3 s: the interrupt below must land while
-        # cells remain; with 0.3 s the four runs once finished before a
-        # starved poller sent it (seen on the loaded 2-core machine).
-        "--duration", "1.0",
     ]  # fmt: skip
+    # The sweep gets SIGINT's default action whatever this process inherited:
+    # a shell runs a background job (`python3 dev.py test &`) with SIGINT
+    # ignored, the child inherits that across exec, Python then installs no
+    # KeyboardInterrupt handler, and the interrupt below would do nothing.
     proc = subprocess.Popen(
-        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         # Interrupt once the first row is on disk (a condition, polled).
