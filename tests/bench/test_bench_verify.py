@@ -246,3 +246,60 @@ def test_an_auto_producers_scenario_is_verified_with_auto_producers():
                           time_budget=None)
     assert cfg.producers == ["auto"]
     assert {c["producers_setting"] for c in cfg.only_cells} == {"auto"}
+
+
+def test_flagged_repeats_are_shown_as_measured_but_never_decide():
+    # Every repeat of the recommendation is flagged, and its flagged figures
+    # are far below the neighbour's: still UNDECIDED, never FAIL (nor PASS),
+    # while the figures say what was measured.
+    frame = _frame({(100, 2): [40, 50, 60], (10, 2): [90, 90, 95]}, invalid={(100, 2): {0, 1, 2}})
+    out = _outcome(frame, "recommended", "batch-down")
+    assert out["passed"] is None and out["ratio"] is None
+    rec = out["candidates"][0]
+    assert rec["valid_repeats"] == 0 and math.isnan(rec["events_per_s_median"])
+    assert (rec["ok_repeats"], rec["ok_events_per_s_median"]) == (3, 50)
+    assert (rec["ok_events_per_s_min"], rec["ok_events_per_s_max"]) == (40, 60)
+    doc = v.document("src", "verify", "python -m bench verify src", 0.95, 2, [out], "now")
+    text = v.summary(doc)
+    assert "UNDECIDED" in text
+    assert "every ok repeat, flagged ones included: 50 ev/s (40-60), not used by the verdict" in text
+    # A candidate whose repeats are all valid gets no second figure.
+    assert text.count("flagged ones included") == 1
+
+
+def _with_p99(frame: pd.DataFrame, p99: dict[tuple[int, int], float]) -> pd.DataFrame:
+    frame["latency_p99_ms"] = [p99[(b, c)] for b, c in zip(frame["batch_size"], frame["consumers"])]
+    return frame
+
+
+def test_a_neighbour_over_the_latency_budget_is_no_rival():
+    # batch 100 was recommended within a 100 ms budget; batch 1000 moves 16%
+    # more but its p99 is 890 ms: on events/s alone the check fails.
+    values = {(100, 2): [3_400, 3_500, 3_450], (1000, 2): [4_000, 4_050, 3_980]}
+    p99 = {(100, 2): 60.0, (1000, 2): 890.0}
+    plan = [{"scenario": SCENARIO,
+             "recommended": {"backend": "turbo", "batch_size": 100, "consumers": 2},
+             "candidates": _candidates("recommended", "batch-up")}]
+    without = v.outcomes(_with_p99(_frame(values), p99), plan)[0]
+    assert without["passed"] is False  # no budget known: batch 1000 is a rival
+    within = v.outcomes(_with_p99(_frame(values), p99),
+                        [{**plan[0], "latency_budget_ms": 100.0}])[0]
+    assert within["passed"] is None and within["latency_budget_ms"] == 100.0
+    assert "no neighbour within the budget" in within["reason"]
+    assert "over the 100 ms p99 budget, so no rival: batch 1000 x 2 (p99 890 ms)" in within["reason"]
+    up = within["candidates"][1]
+    assert up["over_budget"] is True and up["p99_ms_median"] == 890.0
+    # With a rival inside the budget the verdict is on events/s against it alone.
+    values[(10, 2)] = [3_300, 3_350, 3_320]
+    p99[(10, 2)] = 20.0
+    three = [{**plan[0], "latency_budget_ms": 100.0,
+              "candidates": _candidates("recommended", "batch-down", "batch-up")}]
+    out = v.outcomes(_with_p99(_frame(values), p99), three)[0]
+    assert out["passed"] is True and out["best"]["batch_size"] == 100
+    assert "batch 1000 x 2" in out["reason"]
+    # The recommended one's own p99 over the budget is said, not judged.
+    p99[(100, 2)] = 104.0
+    out = v.outcomes(_with_p99(_frame(values), p99), three)[0]
+    assert out["passed"] is True and "own p99 was 104 ms, over the 100 ms budget" in out["reason"]
+    text = v.summary(v.document("src", "verify", "cmd", 0.95, 2, [out], "now"))
+    assert "p99 890.0 ms (over the budget)" in text

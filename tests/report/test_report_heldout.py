@@ -42,7 +42,9 @@ VERIFY = {
          "skipped": [{"role": "batch-down", "why": "no smaller batch size in the set"}]},
         {"scenario": {**SCENARIO, "work_us": 10.0},
          "recommended": {"backend": "turbo", "batch_size": 10, "consumers": 2},
-         "candidates": [_cand("recommended", 10, 2, None, None, None, valid=0)],
+         "candidates": [{**_cand("recommended", 10, 2, None, None, None, valid=0),
+                         "ok_events_per_s_median": 5_279.0, "ok_events_per_s_min": 5_061.0,
+                         "ok_events_per_s_max": 5_391.0, "ok_repeats": 3}],
          "best": {}, "ratio": None, "passed": None,
          "reason": "no valid repeat of the recommended configuration"},
     ],
@@ -63,12 +65,15 @@ def test_verified_set_shows_each_outcome(tmp_path):
     assert "reaches 95% of the best" in sec
     passed, failed, undecided = sec.split("**W=")[1:]
     assert "PASSED" in passed and "ratio 0.980" in passed and "reached 98.0% of the best" in passed
-    assert "| batch-down | turbo_queue | 100 | 2 | 100,000 [99,000-101,000] | 3/3 | 1.000 |" in passed
-    assert "| recommended | turbo_queue | 1000 | 2 | 98,000 [97,000-99,500] | 3/3 | 0.980 |" in passed
+    assert "| batch-down | turbo_queue | 100 | 2 | 100,000 [99,000-101,000] | 3/3 | 1.000 | - |" in passed
+    assert "| recommended | turbo_queue | 1000 | 2 | 98,000 [97,000-99,500] | 3/3 | 0.980 | - |" in passed
     assert "FAILED" in failed and "ratio 0.500" in failed
     assert "Neighbours not measured: batch-down (no smaller batch size in the set)." in failed
     assert "UNDECIDED" in undecided and "no valid repeat of the recommended configuration" in undecided
-    assert "| recommended | turbo_queue | 10 | 2 | - | 0/3 | - |" in undecided
+    # What the flagged repeats moved is shown in its own column, outside the verdict.
+    assert "| recommended | turbo_queue | 10 | 2 | - | 0/3 | - | - | 5,279 [5,061-5,391] over 3 |" \
+        in undecided
+    assert "takes no part in the verdict" in sec
 
 
 def test_verdicts():
