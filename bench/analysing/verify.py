@@ -19,7 +19,8 @@ and at most the usable cores less the producers (1 for ``auto`` producers).
 The outcome of a scenario passes when the recommended configuration's median
 events/s over its valid repeats is at least ``threshold`` (95%) of the best
 median among the candidates; it is undecided (``passed`` null, ``reason``
-says why) when the recommended one or every neighbour has no valid repeat.
+says why) when the recommended one or every neighbour has fewer than 2
+valid repeats (1 when the run made one).
 The recommendation answers "the most events/s within the p99 budget", so a
 neighbour whose fresh p99 (median over its valid repeats) is over the budget
 the recommendation used is shown but is no rival for "best" (the
@@ -209,6 +210,15 @@ def candidate_stats(runs: pd.DataFrame, scenario: dict, candidate: dict) -> dict
     }
 
 
+def _enough(c: dict) -> bool:
+    """Valid repeats enough to judge: 2, or the one repeat of a ``--repeat 1`` run.
+
+    The recommendation refuses to rest on a repeated cell with fewer than 2
+    valid repeats (recommend._thin); the check holds its figures to the same.
+    """
+    return c["valid_repeats"] >= min(2, max(1, c["repeats"]))
+
+
 def _over(c: dict, budget: float | None) -> bool:
     """Is the candidate's fresh p99 over the budget (False when either is unknown)?"""
     p99 = c.get("p99_ms_median")
@@ -227,16 +237,15 @@ def verdict(candidates: list[dict], threshold: float = THRESHOLD,
     for c in candidates:
         c["over_budget"] = _over(c, budget_ms)
     rec = next(c for c in candidates if c["role"] == "recommended")
-    measured = [c for c in candidates if c["valid_repeats"] > 0
-                and (c is rec or not c["over_budget"])]
+    measured = [c for c in candidates if _enough(c) and (c is rec or not c["over_budget"])]
     out = {"best": None, "ratio": None, "passed": None, "reason": ""}
-    over = [c for c in candidates if c is not rec and c["over_budget"] and c["valid_repeats"] > 0]
+    over = [c for c in candidates if c is not rec and c["over_budget"] and _enough(c)]
     note = ""
     if over:
         note = (f"; over the {budget_ms:g} ms p99 budget, so no rival: "
                 + ", ".join(f"batch {c['batch_size']} x {c['consumers']} (p99 "
                             f"{c['p99_ms_median']:,.0f} ms)" for c in over))
-    if rec["valid_repeats"] > 0 and rec["over_budget"]:
+    if _enough(rec) and rec["over_budget"]:
         # Said, not judged: the verdict is about events/s against the rivals,
         # and a closed-loop p99 sits near the harness's own buffer bound (a
         # recommendation at 99.6 ms of a 100 ms budget is one noisy repeat
@@ -251,10 +260,14 @@ def verdict(candidates: list[dict], threshold: float = THRESHOLD,
         out["reason"] = (f"the recommended configuration has no valid repeat "
                          f"({rec['repeats']} run)")
         return out
+    if not _enough(rec):
+        out["reason"] = (f"the recommended configuration has 1 valid repeat of {rec['repeats']}: "
+                         "its noise cannot be judged")
+        return out
     others = [c for c in measured if c["role"] != "recommended"]
     if not others:
-        out["reason"] = (("no neighbour within the budget has a valid repeat to compare with"
-                          if over else "no neighbour has a valid repeat to compare with")
+        out["reason"] = (("no neighbour inside the budget to compare with"
+                          if over else "no neighbour has 2 valid repeats to compare with")
                          if len(candidates) > 1 else "the set has no neighbour to compare with")
         out["reason"] += note
         return out

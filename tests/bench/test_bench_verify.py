@@ -285,7 +285,7 @@ def test_a_neighbour_over_the_latency_budget_is_no_rival():
     within = v.outcomes(_with_p99(_frame(values), p99),
                         [{**plan[0], "latency_budget_ms": 100.0}])[0]
     assert within["passed"] is None and within["latency_budget_ms"] == 100.0
-    assert "no neighbour within the budget" in within["reason"]
+    assert "no neighbour inside the budget" in within["reason"]
     assert "over the 100 ms p99 budget, so no rival: batch 1000 x 2 (p99 890 ms)" in within["reason"]
     up = within["candidates"][1]
     assert up["over_budget"] is True and up["p99_ms_median"] == 890.0
@@ -303,3 +303,19 @@ def test_a_neighbour_over_the_latency_budget_is_no_rival():
     assert out["passed"] is True and "own p99 was 104 ms, over the 100 ms budget" in out["reason"]
     text = v.summary(v.document("src", "verify", "cmd", 0.95, 2, [out], "now"))
     assert "p99 890.0 ms (over the budget)" in text
+
+
+def test_one_valid_repeat_of_several_cannot_decide():
+    # The recommendation looks 10% slower, but on one valid repeat of three.
+    frame = _frame({(100, 2): [90, 100, 100], (10, 2): [100, 100, 100]},
+                   invalid={(100, 2): {1, 2}})
+    out = _outcome(frame, "recommended", "batch-down")
+    assert out["passed"] is None and "1 valid repeat of 3" in out["reason"]
+    # The same for a neighbour: it is no rival on one repeat.
+    frame = _frame({(100, 2): [90, 90, 90], (10, 2): [100, 100, 100]},
+                   invalid={(10, 2): {1, 2}})
+    out = _outcome(frame, "recommended", "batch-down")
+    assert out["passed"] is None and "no neighbour has 2 valid repeats" in out["reason"]
+    # A --repeat 1 run has one repeat to give: that one counts.
+    out = _outcome(_frame({(100, 2): [90], (10, 2): [100]}), "recommended", "batch-down")
+    assert out["passed"] is False and out["ratio"] == pytest.approx(0.9)
