@@ -470,6 +470,16 @@ def _metric_columns(runs: pd.DataFrame) -> list[str]:
     return [c for c in cols if c in runs.columns]
 
 
+def too_few_valid(n_runs, n_measured):
+    """A repeated cell (2 or more runs) left with fewer than 2 usable repeats.
+
+    Its noise cannot be judged, so nothing is recommended or verified from
+    it.  Takes :func:`aggregate`'s ``n_runs`` and ``n_measured`` (or a verify
+    candidate's repeats and valid repeats), as numbers or as Series alike.
+    """
+    return (n_runs >= 2) & (n_measured < 2)
+
+
 def aggregate(runs: pd.DataFrame, closed_only: bool = True) -> pd.DataFrame:
     """One row per cell: median, ``_min`` and ``_max`` of every metric over ok repeats.
 

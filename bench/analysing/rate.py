@@ -23,9 +23,10 @@ p99 end-to-end latency within 50 ms, at the least CPU?  Per scenario:
    smaller batch.
 
 Invalid or flagged cells (see :mod:`bench.analysing.loading`), noisy ones
-and repeated ones left with fewer than 2 valid repeats are never evidence.  When nothing supports the rate the answer is a
-refusal naming why: nothing carried the rate (and the most that was), or
-what carried it missed the budget (and the lowest p99 seen).
+and repeated ones left with fewer than 2 valid repeats are never evidence.
+When nothing supports the rate the answer is a refusal naming why: nothing
+carried the rate (and the most that was), or what carried it missed the
+budget (and the lowest p99 seen).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from bench.analysing.loading import (
     batch_rank,
     scenario_label,
     select,
+    too_few_valid,
 )
 from bench.analysing.openloop import fill_time_s
 
@@ -187,12 +189,12 @@ def _usable_mask(df: pd.DataFrame, noise: float) -> pd.Series:
     excluded = df["excluded"].fillna(False).astype(bool) if "excluded" in df else False
     noisy = df["spread"].fillna(0) > noise
     # A repeated cell left with one usable repeat has no spread to judge (the
-    # same rule as recommend._thin): on the 2-core VM, whose CPU speed swings
-    # 1.6x, the rate answer rested on 1 valid repeat of 5 before this
-    # (test_rate_answer_never_rests_on_one_valid_repeat).
+    # rule the capacity recommendation applies too): on the 2-core VM, whose
+    # CPU speed swings 1.6x, the rate answer rested on 1 valid repeat of 5
+    # before this (test_rate_answer_never_rests_on_one_valid_repeat).
     thin = False
     if "n_measured" in df and "n_runs" in df:
-        thin = (df["n_runs"].fillna(0) >= 2) & (df["n_measured"].fillna(0) < 2)
+        thin = too_few_valid(df["n_runs"].fillna(0), df["n_measured"].fillna(0))
     return ~df["failed"] & ~excluded & ~noisy & ~thin & df["events_per_s"].notna()
 
 

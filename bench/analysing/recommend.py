@@ -49,6 +49,7 @@ from bench.analysing.loading import (
     is_auto,
     scenario_label,
     select,
+    too_few_valid,
     usable_runs,
 )
 from bench.analysing.usl import MIN_POINTS, USLFit, fit_usl
@@ -367,8 +368,7 @@ def _noisy(row, threshold) -> bool:
 def _thin(row) -> bool:
     """Repeated, but resting on fewer than 2 usable repeats: its noise cannot be judged."""
     n_runs = row.get("n_runs", 0)
-    n_measured = row.get("n_measured", n_runs)
-    return bool(n_runs >= 2 and n_measured < 2)
+    return bool(too_few_valid(n_runs, row.get("n_measured", n_runs)))
 
 
 def _fits_budget(p99, budget) -> bool:

@@ -59,6 +59,7 @@ from bench.analysing.loading import (
     load_result_set,
     scenarios,
     select,
+    too_few_valid,
 )
 from bench.analysing.recommend import TURBO, Recommendation, recommend_all
 
@@ -188,12 +189,13 @@ def candidate_stats(runs: pd.DataFrame, scenario: dict, candidate: dict) -> dict
     rows = rows[(rows["backend"] == candidate["backend"])
                 & (rows["batch_size"] == candidate["batch_size"])
                 & (rows["consumers"] == candidate["consumers"])]
-    eps = rows.loc[_valid_mask(rows), "events_per_s"].astype(float)
+    valid = _valid_mask(rows)
+    eps = rows.loc[valid, "events_per_s"].astype(float)
     # Every ok repeat, flagged ones included: shown beside the valid figures
     # so that an UNDECIDED outcome still says what was measured, and never
     # used by the verdict (a flagged repeat did not do the work it was asked).
     seen = rows.loc[rows["status"] == "ok", "events_per_s"].astype(float)
-    p99 = (rows.loc[_valid_mask(rows), "latency_p99_ms"].astype(float).dropna()
+    p99 = (rows.loc[valid, "latency_p99_ms"].astype(float).dropna()
            if "latency_p99_ms" in rows else pd.Series(dtype=float))
     return {
         **candidate,
@@ -213,10 +215,10 @@ def candidate_stats(runs: pd.DataFrame, scenario: dict, candidate: dict) -> dict
 def _enough(c: dict) -> bool:
     """Valid repeats enough to judge: 2, or the one repeat of a ``--repeat 1`` run.
 
-    The recommendation refuses to rest on a repeated cell with fewer than 2
-    valid repeats (recommend._thin); the check holds its figures to the same.
+    The recommendation's rule (:func:`~bench.analysing.loading.too_few_valid`),
+    so the check holds its figures to the same.
     """
-    return c["valid_repeats"] >= min(2, max(1, c["repeats"]))
+    return c["valid_repeats"] > 0 and not too_few_valid(c["repeats"], c["valid_repeats"])
 
 
 def _over(c: dict, budget: float | None) -> bool:
