@@ -20,7 +20,15 @@ better and the figures are comparable across backends.  Variants:
 * ``turbo-put_many-B``: the same queue, events handed over in lists of B with
   ``put_many`` (serialized together, like the batched baseline);
 * ``turbo-put-capture_put-B`` (only with ``--capture-put``): one ``put`` per
-  event with ``capture="put"`` (each event serialized when accepted).
+  event with ``capture="put"`` (each event serialized when accepted);
+* ``floor-files-B``: no queue at all, the bare file steps of one batch of B
+  events in one process: make the events, pickle the list in one call,
+  create and write a file, rename it twice (seal, claim), read it back,
+  unpickle, unlink.  What any design with one file per batch pays at the
+  least on this file system (no SQLite, no waiting, no wake-up: the
+  baseline pays its pipe's wake-ups, this floor none), so a turbo variant
+  cannot beat ``floor-files`` and a goal below it is out of reach of the
+  design here, not of the code.
 
 Consumers take whole batches (``get_batch`` / one list per ``get``) unless
 the name says ``iter``.  Cyclic
@@ -174,12 +182,42 @@ def bench_turbo(loops: int, batch: int, many: bool, per_event: bool = False, cap
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def bench_floor_files(loops: int, batch: int) -> float:
+    """CPU per ``loops`` events of the bare file steps, one batch of ``batch`` at a time (see the module doc)."""
+    import pickle
+
+    tmp = tempfile.mkdtemp(prefix="tq-floor-", dir=QUEUE_DIR)
+    try:
+        t0 = time.process_time()
+        done = seq = 0
+        while done < loops:
+            n = min(batch, loops - done)
+            data = pickle.dumps([make_event(done + i) for i in range(n)], protocol=pickle.HIGHEST_PROTOCOL)
+            loading, ready, claimed = (os.path.join(tmp, f"{state}_{seq}") for state in "lrc")
+            fd = os.open(loading, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            os.rename(loading, ready)
+            os.rename(ready, claimed)
+            with open(claimed, "rb") as f:
+                got = pickle.loads(f.read())
+            os.unlink(claimed)
+            assert len(got) == n
+            done += n
+            seq += 1
+        return time.process_time() - t0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def print_ratios(suite: pyperf.BenchmarkSuite) -> None:
     by_name = {b.get_name(): b for b in suite.get_benchmarks()}
     print("\nCPU per event, ratio to mpq-batch at the same batch size "
           "(median of paired values, min-max):")
     for name, bench in sorted(by_name.items()):
-        if not name.startswith("turbo-"):
+        if not name.startswith(("turbo-", "floor-")):
             continue
         batch = name.rsplit("-", 1)[1]
         base = by_name.get(f"mpq-batch-{batch}")
@@ -221,6 +259,7 @@ def main() -> None:
         if runner.args.capture_put:
             results.append(runner.bench_time_func(f"turbo-put-capture_put-{batch}", bench_turbo, batch, False,
                                                   False, "put"))
+        results.append(runner.bench_time_func(f"floor-files-{batch}", bench_floor_files, batch))
     if runner.args.worker or any(r is None for r in results):
         return
     print_ratios(pyperf.BenchmarkSuite(results))

@@ -7,8 +7,9 @@ bench/schema.py), so any old set can be re-reported.  Writes into ``--out``
 * ``report.md`` with PNG plots beside it, and ``report.html`` (the same
   content with the PNGs embedded as base64, so the one file can be mailed);
 * ``cells.csv`` (median/min/max of every metric per closed-loop cell),
-  ``open_loop_cells.csv`` (the same for open-loop cells, when there are any), ``usl_fits.csv``
-  and ``recommendation.json`` (the answer in machine-readable form).
+  ``open_loop_cells.csv`` (the same for open-loop cells, when there are any), ``usl_fits.csv``,
+  ``auto_comparison.csv`` and ``peers.csv`` (turbo against each peer, cell by cell: see
+  bench.analysing.peers) and ``recommendation.json`` (the answer in machine-readable form).
 
 The recommendation comes first, stated plainly, per scenario (one value of
 work_us, producers, workload, event size and start method), with the evidence
@@ -46,6 +47,7 @@ from bench.analysing.loading import (
     select,
 )
 from bench.analysing.openloop import max_batch_age, open_loop_cells
+from bench.analysing.peers import compare_peers
 from bench.analysing.rate import RateRecommendation, recommend_rate
 from bench.analysing.recommend import (
     DEFAULT_EFFICIENCY_THRESHOLD,
@@ -60,6 +62,7 @@ from bench.analysing.recommend import (
 )
 from bench.analysing.usl import MIN_POINTS
 from bench.presenting import auto as auto_part
+from bench.presenting import peers as peers_part
 from bench.presenting import plots
 from bench.presenting.doc import Doc
 from bench.presenting.exclusions import excluded_section, failed_section
@@ -205,6 +208,8 @@ def build_report(
             open_cells=open_cells, age=age, expected_rate=expected_rate,
             rate_rec=rate_recs[i] if rate_recs else None,
         )
+    peer_cmp = [(s, compare_peers(rs.runs, s)) for s in scns]
+    peers_part.peers_section(doc, peer_cmp)
     failed_section(doc, fails)
     excluded_section(doc, rs.runs)
     _method_section(doc, efficiency_threshold, latency_budget_ms, noise_threshold)
@@ -220,6 +225,7 @@ def build_report(
         open_cells.to_csv(out / "open_loop_cells.csv", index=False)
     _write_fits(out / "usl_fits.csv", scns, fits_by_scn)
     auto_part.write_csv(out / "auto_comparison.csv", auto_cmp)
+    peers_part.write_csv(out / "peers.csv", peer_cmp)
     (out / "recommendation.json").write_text(
         json.dumps(
             [
