@@ -76,7 +76,11 @@ class PeerComparison:
         if not self.pairs:
             return (f"no valid pair of repeats ({self.left_out} left out"
                     + (f": {self.left_out_reason}" if self.left_out_reason else "") + ")")
-        return f"{self.verdict}; within {WITHIN:.0%}: {self.within}"
+        said = f"{self.verdict}; within {WITHIN:.0%}: {self.within}" if self.within else self.verdict
+        if self.left_out:
+            said += (f" ({self.left_out} pair{'s' if self.left_out > 1 else ''} left out"
+                     + (f"; first: {self.left_out_reason}" if self.left_out_reason else "") + ")")
+        return said
 
 
 def _kind(row) -> str:

@@ -95,6 +95,8 @@ def test_a_flagged_repeat_counts_for_nothing(base):
     # One pair of three is no evidence.
     assert one.verdict.startswith(UNDECIDED) and one.within == ""
     assert one.ratio.median == pytest.approx(1.2)
+    assert one.sentence().startswith(UNDECIDED) and "within" not in one.sentence()
+    assert "2 pairs left out; first: turbo repeat 1: work drift" in one.sentence()
 
 
 def test_producer_bound_pairs_compare_the_put_path_per_producer(base):
