@@ -169,3 +169,29 @@ def test_a_batch_that_arrived_without_a_rename_is_found_by_the_next_listing(qpat
             c.get_batch(timeout=0)  # the events alone do not show it
         c._arrivals.relist_after = 0.0  # as once RELIST_AFTER has passed
         assert c.get_batch(timeout=0) == ["copied"]
+
+
+def test_claimed_batches_are_counted_and_tell_whether_a_consumer_is_idle(qpath):
+    q = turbo_queue.Queue(qpath, batch_size=1, max_batch_age=None)
+    with q.producer() as p, q.consumer() as c:
+        if not watching(p):
+            pytest.skip("no inotify here")
+        p._ready.relist_after = float("inf")
+        for i in range(3):
+            p.put(i)
+        assert p._ready.idle_consumer()  # no claim seen: nothing says a consumer is busy
+        c.get_batch(timeout=0)  # holds one claimed batch
+        p._ready.count(1000)
+        assert p._ready._claimed == 1 and not p._ready.idle_consumer()
+        c.ack()
+        p._ready.count(1000)
+        assert p._ready._claimed == 0 and p._ready.idle_consumer()
+        c.get_batch(timeout=0)
+        c.release()  # back to ready: no longer claimed
+        p._ready.count(1000)
+        assert p._ready._claimed == 0 and p._ready.idle_consumer()
+        # A listing (the timer's, or near the limit) counts the claimed names too.
+        c.get_batch(timeout=0)
+        p._ready.relist_after = 0.0
+        p._ready.count(1000)
+        assert p._ready._claimed == 1 and not p._ready.idle_consumer()

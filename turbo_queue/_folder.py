@@ -137,6 +137,16 @@ class Folder:
         """Sealed batches waiting (the producer's backpressure count)."""
         return sum(1 for n in self.listdir() if naming.is_ready_name(n))
 
+    def count_ready_claimed(self) -> tuple[int, int]:
+        """(ready, claimed) batches, from one listing (the producer's ReadyCount)."""
+        ready = claimed = 0
+        for name in self.listdir():
+            if naming.is_ready_name(name):
+                ready += 1
+            elif name.startswith(naming.CLAIMED) and name.endswith(naming.SUFFIX):
+                claimed += 1
+        return ready, claimed
+
     def dead_path(self, name: str = "") -> str:
         return os.path.join(self.path, naming.DEAD_DIR, name) if name else os.path.join(self.path, naming.DEAD_DIR)
 
@@ -386,7 +396,7 @@ class Folder:
             pass
 
 
-_READY_B, _SUFFIX_B = naming.READY.encode(), naming.SUFFIX.encode()
+_READY_B, _CLAIMED_B, _SUFFIX_B = naming.READY.encode(), naming.CLAIMED.encode(), naming.SUFFIX.encode()
 
 
 class ReadyCount:
@@ -408,6 +418,12 @@ class ReadyCount:
     (safe: it lists), a claim one too few, which the next listing (near the
     limit or within RELIST_AFTER) corrects; ``max_ready`` is a bound that
     racing producers may already pass by one each.
+
+    The same events keep the number of claimed batches (a claim renames a
+    ready name to a claimed one, an ack deletes it, a release or recovery
+    renames it back): how many consumers are busy, for ``batch_size="auto"``,
+    which hands an idle consumer the open batch at once and lets it fill
+    while every consumer is busy (:meth:`idle_consumer`).
     """
 
     #: List when the count is within this many batches of the limit.
@@ -415,12 +431,16 @@ class ReadyCount:
     #: List at least this often (seconds) while counting from events.
     RELIST_AFTER = 1.0
 
-    __slots__ = ("_count", "_folder", "_listed_at", "_valid", "_waiter", "listings", "relist_after")
+    __slots__ = ("_busy_max", "_claimed", "_count", "_folder", "_listed_at", "_valid", "_waiter", "listings",
+                 "relist_after")
 
     def __init__(self, folder: Folder, waiter: FolderWaiter) -> None:
         self._folder = folder
         self._waiter = waiter
         self._count = 0
+        #: Claimed batches now, and the most seen at once (the consumers known to exist).
+        self._claimed = 0
+        self._busy_max = 0
         self._valid = False
         self._listed_at = 0.0
         #: Listings made (for tests and diagnostics).
@@ -429,16 +449,26 @@ class ReadyCount:
         waiter.listener = self._apply
 
     def _apply(self, buf: bytes) -> None:
-        count = self._count
+        count, claimed = self._count, self._claimed
         for mask, name in iter_events(buf):
             if mask & LOST:
                 self._valid = False
-            elif name.startswith(_READY_B) and name.endswith(_SUFFIX_B):
-                if mask & ARRIVED:
-                    count += 1
-                elif mask & LEFT:
-                    count -= 1
+            elif name.endswith(_SUFFIX_B):
+                if name.startswith(_READY_B):
+                    if mask & ARRIVED:
+                        count += 1
+                    elif mask & LEFT:
+                        count -= 1
+                elif name.startswith(_CLAIMED_B):
+                    if mask & ARRIVED:
+                        claimed += 1
+                    elif mask & LEFT:
+                        claimed -= 1
         self._count = count
+        # Counted twice or missed around a listing (see above): never below 0.
+        self._claimed = claimed = max(0, claimed)
+        if claimed > self._busy_max:
+            self._busy_max = claimed
 
     def count(self, limit: int) -> int:
         """Ready batches now: from the events when far below ``limit``, from a listing otherwise."""
@@ -446,11 +476,25 @@ class ReadyCount:
         now = time.monotonic()
         if (not watching or not self._valid or self._count + self.NEAR >= limit
                 or now - self._listed_at >= self.relist_after):
-            self._count = self._folder.count_ready()
+            self._count, self._claimed = self._folder.count_ready_claimed()
+            self._busy_max = max(self._busy_max, self._claimed)
             self.listings += 1
             self._valid = watching
             self._listed_at = now
         return self._count
+
+    def idle_consumer(self) -> bool:
+        """Whether some consumer is idle, as far as claims tell (fresh after :meth:`count`).
+
+        A consumer holds one claimed batch while it works, so fewer claimed
+        batches than the most ever seen claimed at once means one of those
+        consumers has none; with no claim ever seen nothing says any is busy.
+        The consumers are counted from what was seen: one that never worked
+        while all the others did is not known, and the caller bounds how
+        long it lets a batch fill for that case (AutoBatchSize.LINGER).  The
+        claims of a consumer that died count until recovery returns them.
+        """
+        return self._busy_max == 0 or self._claimed < self._busy_max
 
 
 class ReadyArrivals:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 import time
 import weakref
@@ -138,13 +139,20 @@ class Producer:
         self._halted = False
         #: put's hot path takes items while the count is below this (see put).
         self._fast_limit = 0
+        #: batch_size="auto": the open batch fills past its size while every
+        #: consumer is busy; the background thread then wakes on the watch.
+        self._deferring = False
         self._halt(False)
         self._loss_reported = -1  # pending count already logged as lost (no second log)
         self._flusher: threading.Thread | None = None
         self._closed_checked = 0.0  # monotonic time of the background thread's last look for CLOSED
         self._stop_flusher = threading.Event()
+        #: Wakes the background thread before its tick: close, or a batch that starts to fill past its size.
+        self._wake_flusher = threading.Event()
         self.sealed_batches = 0
         self.sealed_items = 0
+        #: Waits of the background thread on the watch for a busy consumer to free up (diagnostics).
+        self.watch_waits = 0
         _live_producers.add(self)
 
     # -- public API -------------------------------------------------------
@@ -211,7 +219,7 @@ class Producer:
                 self._start_batch_locked()
             self._run.append(item)
             self._count = count = count + 1
-            if count >= self._batch_size:
+            if count >= self._batch_size and not self._defer_locked(count):
                 # Seal a full batch at once if there is room; if max_ready is
                 # reached, leave it full and let the next put wait for room.
                 try:
@@ -277,7 +285,7 @@ class Producer:
                         self._run.extend(encoded)
                     self._count += take
                     pos += take
-                    if self._count >= self._batch_size:
+                    if self._count >= self._batch_size and not self._defer_locked(self._count):
                         try:
                             self._seal_locked(deadline, wait=False)
                         except OSError:
@@ -340,6 +348,7 @@ class Producer:
         finally:
             self._lock.release()
         self._stop_flusher.set()
+        self._wake_flusher.set()
         flusher = self._flusher
         if flusher is not None and flusher is not threading.current_thread():
             flusher.join()
@@ -515,6 +524,9 @@ class Producer:
         """
         if not self._wait_for_room(deadline, wait, for_put):
             return False
+        # Sealing (or retrying after a failed write): the background thread
+        # no longer waits on the watch for this batch.
+        self._deferring = False
         self._end_run_locked()
         if self._defer:
             self._encode_deferred_locked()
@@ -562,6 +574,26 @@ class Producer:
     def _ready_now(self) -> int:
         return self._ready.count(self._max_ready or _NO_LIMIT)
 
+    def _defer_locked(self, count: int) -> bool:
+        """batch_size="auto", the open batch at its size: fill on while every consumer is busy?
+
+        Sealed now, it would wait in ready for the first busy consumer to
+        finish; filling on until one is free (the background thread seals it
+        then, see _tick) costs those events nothing and the consumers fewer
+        batches.  The size the seal is checked at moves up (AutoBatchSize.next_check).
+        """
+        sizing = self._sizing
+        if sizing is None or self._halted:
+            return False
+        if not sizing.defer_seal(count, self._ready_now(), self._ready.idle_consumer()):
+            return False
+        self._batch_size = sizing.next_check(count)
+        self._fast_limit = self._batch_size - 1 if self._defer else 0
+        if not self._deferring:
+            self._deferring = True
+            self._wake_flusher.set()  # it waits on the watch from now on (see _flush_loop)
+        return True
+
     def _resize_locked(self, nbytes: int) -> None:
         """batch_size="auto": the next batch's size, from the ready count after this seal."""
         self._batch_size = self._sizing.after_seal(self._count, nbytes, self._ready_now())
@@ -588,7 +620,8 @@ class Producer:
         return True
 
     def _start_flusher(self) -> None:
-        thread = threading.Thread(target=_flush_loop, args=(weakref.ref(self), self._stop_flusher),
+        thread = threading.Thread(target=_flush_loop, args=(weakref.ref(self), self._stop_flusher,
+                                                            self._wake_flusher),
                                   name=f"turbo_queue-flush-{self._owner.nonce}", daemon=True)
         self._flusher = thread
         thread.start()
@@ -611,9 +644,12 @@ class Producer:
             if self._closed or not self._count:
                 return
             if self._sizing is not None and not self._halted:
-                # Consumers waiting for work (no batch ready) get the open batch now.
+                # An idle consumer (no batch ready, fewer claimed than
+                # consumers seen busy) gets the open batch now; busy ones
+                # let it fill until one is free or LINGER (see _sizing.py).
                 try:
-                    if self._sizing.seal_now(self._count, self._ready_now()):
+                    if self._sizing.seal_now(self._count, self._ready_now(), self._ready.idle_consumer(),
+                                             time.monotonic() - self._first_put):
                         self._seal_locked(None, wait=False)
                         return
                 except OSError:
@@ -636,8 +672,8 @@ def _tick_interval(max_batch_age: float | None) -> float:
     return max(min(max_batch_age / 4, CLOSED_CHECK_INTERVAL), 0.001)
 
 
-def _flush_loop(ref: weakref.ref[Producer], stop: threading.Event) -> None:
-    """The producer's background thread: age flush and the look for CLOSED."""
+def _flush_loop(ref: weakref.ref[Producer], stop: threading.Event, wake: threading.Event) -> None:
+    """The producer's background thread: age flush, the look for CLOSED, batch_size="auto"'s seals."""
     while True:
         producer = ref()
         if producer is None:
@@ -645,8 +681,26 @@ def _flush_loop(ref: weakref.ref[Producer], stop: threading.Event) -> None:
         interval = _tick_interval(producer._max_batch_age)
         if producer._sizing is not None:
             interval = min(interval, AUTO_TICK)
+        fd = -1
+        if producer._deferring and not producer._halted and not producer._closed:
+            # A batch fills past its size because every consumer is busy: the
+            # first ack (a watched event) frees one, and waking only at the
+            # next tick would leave it idle for up to a tick, which near
+            # capacity costs more than the batch saves
+            # (tests/test_put_sizing.py, test_near_capacity_auto_waits_no_longer_than_batch_100).
+            fd = producer._waiter.fileno()
+            if fd >= 0:
+                producer.watch_waits += 1
         del producer
-        if stop.wait(interval):
+        if fd >= 0:
+            try:
+                select.select([fd], [], [], interval)
+            except (OSError, ValueError):  # closed meanwhile (close, fork): tick as usual
+                pass
+        else:
+            wake.wait(interval)
+            wake.clear()
+        if stop.is_set():
             return
         producer = ref()
         if producer is None:
@@ -692,6 +746,7 @@ def _after_fork_in_child() -> None:
         producer._lock = threading.Lock()
         producer._flusher = None
         producer._stop_flusher = threading.Event()
+        producer._wake_flusher = threading.Event()
     _live_producers.clear()
 
 
