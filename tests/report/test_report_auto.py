@@ -141,3 +141,25 @@ def test_the_report_states_the_comparison_and_the_goals(win_set, lose_set, tmp_p
         assert (rep.out_dir / "auto_comparison.csv").exists()
         recs = json.loads((rep.out_dir / "recommendation.json").read_text())
         assert recs and rep.html_path.exists()
+
+
+def test_usable_repeats_in_different_rounds_pair_into_nothing_so_ok_repeats_decide(tmp_path):
+    import pandas as pd
+
+    from bench.analysing.auto import OK_BASIS, USABLE
+
+    path = write_result_set(tmp_path, [_win()], consumers=(1, 2, 4), cores=8, open_loop=LOADS,
+                            open_loop_consumers=(1,))
+    runs = pd.read_csv(path / "runs.csv", keep_default_na=False)
+    at = (runs["load"] == "frac:0.5") & (runs["consumers"] == 1)
+    # auto usable in rounds 0 and 1, batch 1000 in rounds 1 and 2: one usable pair.
+    for b, bad in (("auto", 2), ("1000", 0)):
+        row = at & (runs["batch_size"].astype(str) == b) & (runs["repeat"] == bad)
+        assert row.sum() == 1
+        runs.loc[row, "valid"] = "False"
+        runs.loc[row, "invalid_reason"] = "work drift 30% > 10%"
+    runs.to_csv(path / "runs.csv", index=False)
+    c = _by_load(path)[("frac:0.5", 1)]
+    assert c.basis == OK_BASIS and c.pairs == 3 and c.verdict == WINS, (c.basis, c.pairs, c.reason)
+    untouched = _by_load(path)[("frac:0.1", 1)]
+    assert untouched.basis == USABLE
