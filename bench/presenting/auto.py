@@ -10,14 +10,12 @@ issue's goals met or missed.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from pathlib import Path
-
-import pandas as pd
 
 from bench.analysing.auto import AutoComparison, goal_lines, load_label
 from bench.analysing.loading import batch_label, scenario_label
 from bench.presenting import plots
+from bench.presenting.csvout import write_comparisons
 
 fmt = plots.fmt_float
 
@@ -59,16 +57,6 @@ def _rate(v: float) -> str:
 
 
 def write_csv(path: Path, comparisons_by_scenario) -> None:
-    """auto_comparison.csv: one row per comparison, ratios flattened (median, lo, hi, n)."""
-    rows = []
-    for s, cs in comparisons_by_scenario:
-        for c in cs:
-            d = asdict(c)
-            d.pop("scenario")
-            for k in ("eps", "qwait_p99", "latency_p99"):
-                r = d.pop(k)
-                d.update({f"{k}_ratio": r["median"], f"{k}_ratio_min": r["lo"],
-                          f"{k}_ratio_max": r["hi"]})
-            rows.append({**s, **d})
-    if rows:
-        pd.DataFrame(rows).to_csv(path, index=False)
+    """auto_comparison.csv: one row per comparison, ratios flattened (median, min, max)."""
+    write_comparisons(path, comparisons_by_scenario,
+                      {"eps": "eps_ratio", "qwait_p99": "qwait_p99_ratio", "latency_p99": "latency_p99_ratio"})

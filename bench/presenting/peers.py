@@ -7,14 +7,12 @@ only writes them: a table per scenario and ``peers.csv``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from pathlib import Path
-
-import pandas as pd
 
 from bench.analysing.loading import batch_label, scenario_label
 from bench.analysing.peers import MIXED, PUT_PATH, QUEUE, WITHIN, PeerComparison
 from bench.analysing.recommend import backend_name
+from bench.presenting.csvout import write_comparisons
 
 
 def peers_section(doc, comparisons_by_scenario: list[tuple[dict, list[PeerComparison]]]) -> None:
@@ -62,12 +60,4 @@ def _eps(v: float) -> str:
 
 def write_csv(path: Path, comparisons_by_scenario) -> None:
     """peers.csv: one row per comparison, the ratio flattened (median, min, max)."""
-    rows = []
-    for s, cs in comparisons_by_scenario:
-        for c in cs:
-            d = asdict(c)
-            r = d.pop("ratio")
-            d.update({"ratio": r["median"], "ratio_min": r["lo"], "ratio_max": r["hi"]})
-            rows.append({**s, **d})
-    if rows:
-        pd.DataFrame(rows).to_csv(path, index=False)
+    write_comparisons(path, comparisons_by_scenario, {"ratio": "ratio"})
