@@ -133,20 +133,6 @@ class Folder:
         ready.sort()
         return ready
 
-    def count_ready(self) -> int:
-        """Sealed batches waiting (the producer's backpressure count)."""
-        return sum(1 for n in self.listdir() if naming.is_ready_name(n))
-
-    def count_ready_claimed(self) -> tuple[int, int]:
-        """(ready, claimed) batches, from one listing (the producer's ReadyCount)."""
-        ready = claimed = 0
-        for name in self.listdir():
-            if naming.is_ready_name(name):
-                ready += 1
-            elif name.startswith(naming.CLAIMED) and name.endswith(naming.SUFFIX):
-                claimed += 1
-        return ready, claimed
-
     def dead_path(self, name: str = "") -> str:
         return os.path.join(self.path, naming.DEAD_DIR, name) if name else os.path.join(self.path, naming.DEAD_DIR)
 
@@ -476,7 +462,8 @@ class ReadyCount:
         now = time.monotonic()
         if (not watching or not self._valid or self._count + self.NEAR >= limit
                 or now - self._listed_at >= self.relist_after):
-            self._count, self._claimed = self._folder.count_ready_claimed()
+            scan = self._folder.scan()
+            self._count, self._claimed = len(scan.ready), len(scan.claimed)
             self._busy_max = max(self._busy_max, self._claimed)
             self.listings += 1
             self._valid = watching

@@ -26,7 +26,7 @@ nothing per event) and between puts, from the producer's background thread:
   rate on the 2-core VM, the consumer at 99.5% CPU, short of the rate in
   1 repeat of 3; the simulation of tests/test_put_sizing.py
   (``test_near_capacity_auto_waits_no_longer_than_batch_100``) shows the
-  p99 wait at 0.9 of capacity going from 12.1 ms to 5.4 ms with it, the
+  p99 wait at 0.9 of capacity going from 12.1 ms to 5.1 ms with it, the
   fill time of batch 100 there being 5.2 ms;
 * **backlog** (:attr:`AutoBatchSize.GROW_AT` or more batches ready after a
   seal): the size grows a step, up to ``max_batch_size`` and to what fits in

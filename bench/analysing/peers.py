@@ -84,17 +84,17 @@ class PeerComparison:
 
 
 def _kind(row) -> str:
-    """QUEUE, PUT_PATH or "" (left out) for one ok repeat."""
+    """QUEUE, PUT_PATH or "" (left out) for one ok repeat.
+
+    PUT_PATH: producer-bound and nothing else against it, neither the
+    harness's verdict nor the reader's own flags (bench.analysing.loading.check_validity).
+    """
     if bool(row["usable"]):
         return QUEUE
-    if bool(row["producer_bound"]) and _only_producer_bound(str(row.get("exclude_reason") or "")):
+    harness_valid = row["valid"] is not False and row["valid"] != False  # noqa: E712 - True or NaN (v1)
+    if bool(row["producer_bound"]) and harness_valid and not str(row.get("check_flags") or ""):
         return PUT_PATH
     return ""
-
-
-def _only_producer_bound(reason: str) -> bool:
-    parts = [p for p in reason.split("; ") if p]
-    return bool(parts) and all(p.startswith("producer-bound") for p in parts)
 
 
 def _per_producer(eps: float, producers) -> float:

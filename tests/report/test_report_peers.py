@@ -114,6 +114,15 @@ def test_producer_bound_pairs_compare_the_put_path_per_producer(base):
     assert one.basis == PUT_PATH and one.ratio.median == pytest.approx(1.0)
     assert one.turbo_producers == "2" and one.peer_producers == "1"
 
+    # Producer-bound and drifted too: no put-path evidence either.
+    def flag(runs):
+        at = (runs["consumers"] == 1) & (runs["backend"] == "turbo") & (runs["repeat"] == 0)
+        runs.loc[at, "valid"] = "False"
+        runs.loc[at, "invalid_reason"] = "work drift 30% > 10%"
+    _edit(base, flag)
+    one = _compare(base)[1]
+    assert one.pairs == 2 and one.left_out == 1 and "work drift" in one.left_out_reason
+
 
 def test_a_mixed_pair_counts_only_at_the_same_producer_count(base):
     def edit(runs):
