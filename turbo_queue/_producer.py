@@ -596,7 +596,8 @@ class Producer:
 
     def _resize_locked(self, nbytes: int) -> None:
         """batch_size="auto": the next batch's size, from the ready count after this seal."""
-        self._batch_size = self._sizing.after_seal(self._count, nbytes, self._ready_now())
+        self._batch_size = self._sizing.after_seal(self._count, nbytes, self._ready_now(),
+                                                   time.monotonic() - self._first_put)
         # The hot path's limit follows the size (and stays 0 while halted).
         self._fast_limit = 0 if self._halted or not self._defer else self._batch_size - 1
 

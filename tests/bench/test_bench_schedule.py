@@ -75,3 +75,23 @@ def test_a_late_producer_never_skips_and_its_events_keep_their_scheduled_times()
     assert max(lateness) >= 25_000_000
     assert min(lateness) >= 0, "an event was made before it was due"
     assert out["backlog"] == 100 - len(sent)
+
+
+def test_the_last_microseconds_spin_yields_the_core_at_every_turn(monkeypatch):
+    # A spin that kept its core took it from the consumers on a machine
+    # with fewer cores than processes (see wait_until); the fake clock
+    # advances 1 us a read, so the spin takes 38 turns (after the read that
+    # finds 39 us left), each one a yield.
+    from bench.measuring import schedule
+
+    now = [0]
+
+    def clock():
+        now[0] += 1_000
+        return now[0]
+
+    yields = []
+    monkeypatch.setattr(schedule.os, "sched_yield", lambda: yields.append(now[0]))
+    schedule.wait_until(40_000, clock)  # under SPIN_NS: no sleep, only the spin
+    assert now[0] >= 40_000
+    assert len(yields) == 38
