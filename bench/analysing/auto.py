@@ -10,10 +10,20 @@ against the best fixed-size turbo cell at the same load:
   at least ``1 - RATE_TOLERANCE`` of auto's, no repeat short of it:
   achieved >= ``CARRIED_SHARE`` of offered), the one with the lowest median
   end-to-end p99 latency; the verdict is on that p99, auto / best.  When
-  none carried auto's rate and auto did, auto wins (held against the fixed
-  size with the most events/s).  A ``frac:f`` cell's rate is that fraction
-  of its *own* closed-loop median, so auto and the fixed sizes may be
-  offered rates some percent apart: both are reported.
+  fixed sizes were offered auto's rate and none carried it while auto did,
+  auto wins (held against the one with the most events/s).  A ``frac:f``
+  cell's rate is that fraction of its *own* closed-loop median, so auto
+  and the fixed sizes may be offered rates some percent apart: both are
+  reported.  When every fixed size was offered less than auto (auto's
+  maximum is the higher), nothing was measured at auto's rate: auto wins
+  only by carrying its higher rate with a lower p99 than the best fixed
+  size at its lower one in every repeat (more load and less latency), and
+  otherwise the load cannot decide (a shortfall at a rate no fixed size
+  was offered is no loss to it); the ``rate:R`` loads, offered alike to
+  every size, decide there.  (Before, both counted: auto "won" at 0.1 of
+  the maximum, offered 5% more than batch 1000, by carrying a rate batch
+  1000 was never offered, and "lost" at 0.9 the same way,
+  results/20261206T190221Z-vm.)
 
 Ratios are taken per repeat, pairing repeat ``r`` of auto with repeat ``r``
 of the best (repeats are interleaved, so a pair ran side by side), over the
@@ -106,6 +116,8 @@ class AutoComparison:
     best_carries: bool = True
     #: Open loop: some fixed size carried auto's rate (else ``why_not`` says why none did).
     best_same_rate: bool = True
+    #: Open loop: some fixed size was offered auto's rate (within RATE_TOLERANCE).
+    fixed_offered_rate: bool = True
     why_not: str = ""
     #: Repeats that fell short of the load, of the repeats counted.
     auto_short: int = 0
@@ -211,13 +223,21 @@ def _compare(scenario: dict, load: str, n: int, auto: pd.DataFrame,
         same = [b for b in sizes if sizes[b][1]["offered"] >= floor]
         carried = [b for b in same if sizes[b][1]["carries"]]
         c.best_same_rate = bool(carried)
+        c.fixed_offered_rate = bool(same)
         if carried:
             best = min(carried, key=lambda b: (sizes[b][1]["lat"], batch_rank(b)))
             c.best_rule = ("lowest median p99 latency among the fixed sizes that carried the same "
                            f"rate (offered >= {1 - RATE_TOLERANCE:.0%} of auto's)")
         else:
-            best = max(sizes, key=lambda b: (sizes[b][1]["eps"], -batch_rank(b)))
-            c.best_rule = "no fixed size carried auto's rate: the one with the most events/s"
+            if same:
+                best = max(same, key=lambda b: (sizes[b][1]["eps"], -batch_rank(b)))
+                c.best_rule = ("no fixed size carried auto's rate: of those offered it, the one with "
+                               "the most events/s")
+            else:
+                lower = [b for b in sizes if sizes[b][1]["carries"]] or list(sizes)
+                best = min(lower, key=lambda b: (sizes[b][1]["lat"], batch_rank(b)))
+                c.best_rule = ("no fixed size was offered auto's rate: the lowest median p99 latency "
+                               "among those that carried their own, lower, rate")
             c.why_not = "; ".join(
                 f"batch {batch_label(b)} " + (
                     f"fell short in {v['short']} of {v['n']} repeats" if b in same
@@ -263,6 +283,14 @@ def _verdict(c: AutoComparison) -> tuple[str, str]:
             return MATCHES, f"within {TOLERANCE:.0%} of {best}'s events/s in every repeat, or above"
         return UNDECIDED, (f"the repeats straddle {1 - TOLERANCE:.0%} of {best}'s events/s "
                            f"({r.text()})")
+    if not c.fixed_offered_rate:
+        r = c.latency_p99
+        if c.auto_carries and c.best_carries and r.n >= MIN_PAIRS and r.hi < 1:
+            return WINS, (f"auto carried {c.auto_offered:,.0f} events/s in all {c.auto_n} repeats, "
+                          f"more than any fixed size was offered ({c.why_not}), with a lower p99 "
+                          f"latency than {best} at its lower rate in every repeat")
+        return UNDECIDED, (f"no fixed size was offered auto's rate of {c.auto_offered:,.0f} events/s "
+                           f"({c.why_not}): only a rate offered alike to every size (rate:R) decides")
     if c.auto_carries and not c.best_same_rate:
         return WINS, (f"auto carried {c.auto_offered:,.0f} events/s in all {c.auto_n} repeats and "
                       f"no fixed size carried that rate ({c.why_not})")

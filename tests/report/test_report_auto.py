@@ -82,12 +82,14 @@ def test_open_loop_ratios_against_the_best_fixed_size_that_carries_the_load(win_
         c = _by_load(path)[(load, 1)]
         # The best fixed size: the lowest p99 among those offered auto's rate
         # (a fraction load is a share of each size's own maximum; every
-        # modelled cell carries its load); none offered it: the fastest.
+        # modelled cell carries its load); none offered it: the lowest p99
+        # among those that carried their lower rate, which auto, carrying
+        # more with less latency, beats in the winning set.
         fixed = {b: _point(bk, b, load) for b in (100, 1000)}
         same = [b for b in fixed if _offered(bk, b, load) >= 0.95 * _offered(bk, AUTO, load)]
-        best = min(same, key=lambda b: fixed[b]["latency_p99_ms"]) if same else 1000
+        best = min(same or fixed, key=lambda b: fixed[b]["latency_p99_ms"])
         assert c.best_batch == best
-        assert c.best_same_rate == bool(same)
+        assert c.best_same_rate == bool(same) == c.fixed_offered_rate
         a = _point(bk, AUTO, load)
         assert c.qwait_p99.median == pytest.approx(
             a["queue_wait_p99_ms"] / fixed[best]["queue_wait_p99_ms"], rel=0.02)
@@ -163,3 +165,31 @@ def test_usable_repeats_in_different_rounds_pair_into_nothing_so_ok_repeats_deci
     assert c.basis == OK_BASIS and c.pairs == 3 and c.verdict == WINS, (c.basis, c.pairs, c.reason)
     untouched = _by_load(path)[("frac:0.1", 1)]
     assert untouched.basis == USABLE
+
+
+@pytest.mark.parametrize("change", ["short", "slower"])
+def test_a_rate_no_fixed_size_was_offered_cannot_make_auto_lose_or_win_by_default(tmp_path, change):
+    # In the winning set auto's maximum is the highest, so at frac:0.5 it is
+    # offered more than any fixed size.  Falling short of that rate, or
+    # carrying it with a higher p99 than a fixed size at its lower rate,
+    # says nothing about the same rate: cannot decide (before, a shortfall
+    # there "lost" and any carried rate "won").
+    import pandas as pd
+
+    from bench.analysing.auto import UNDECIDED
+
+    path = write_result_set(tmp_path, [_win()], consumers=(1, 2, 4), cores=8, open_loop=LOADS,
+                            open_loop_consumers=(1,))
+    assert _by_load(path)[("frac:0.5", 1)].verdict == WINS
+    runs = pd.read_csv(path / "runs.csv", keep_default_na=False)
+    at = (runs["load"] == "frac:0.5") & (runs["consumers"] == 1) & (runs["batch_size"].astype(str) == "auto")
+    assert at.sum() == 3
+    if change == "short":
+        runs.loc[at, "events_per_s"] = 0.8 * runs.loc[at, "offered_rate"].astype(float)
+    else:
+        for col in ("latency_p99_ms", "queue_wait_p99_ms"):
+            runs.loc[at, col] = 1e5 if pd.api.types.is_numeric_dtype(runs[col]) else "100000.0"
+    runs.to_csv(path / "runs.csv", index=False)
+    c = _by_load(path)[("frac:0.5", 1)]
+    assert not c.fixed_offered_rate
+    assert c.verdict == UNDECIDED and "no fixed size was offered auto's rate" in c.reason, c.reason
