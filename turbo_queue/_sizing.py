@@ -30,9 +30,8 @@ nothing per event) and between puts, from the producer's background thread:
   fill time of batch 100 there being 5.2 ms;
 * **backlog** (:attr:`AutoBatchSize.GROW_AT` or more batches ready after a
   seal): the size grows a step, up to ``max_batch_size`` and to what fits in
-  ``max_batch_bytes`` at the bytes per item of the last batch, but past
-  :attr:`AutoBatchSize.GROW_SMALL` items only while a batch fills in less
-  than :attr:`AutoBatchSize.GROW_FILL` seconds.
+  ``max_batch_bytes`` at the bytes per item of the last batch, but only
+  while a batch fills in less than :attr:`AutoBatchSize.GROW_FILL` seconds.
   A batch that fills in that time already pays its fixed cost (a file, a
   rename, a claim: about 0.5 ms of CPU on both sides together, measured on
   the 2-core VM) at most 1 / GROW_FILL times a second per producer, a few
@@ -43,13 +42,16 @@ nothing per event) and between puts, from the producer's background thread:
   work, 66,000 events/s offered: fixed batches of 1,000 and 2,000 carried
   0.99 and 0.96-1.00 of the rate, 4,800 carried 0.86-0.93, and auto, whose
   size grew on every passing backlog to 1,600-3,600, 0.78-0.88.  In a
-  closed loop the producers put hundreds of thousands of events a second,
-  so the bound lets batches grow to thousands there.  Below GROW_SMALL
-  items the fixed cost is still more than ~1 us an event, so a slow
-  producer's batches grow to it whatever their fill time: at 200 us of
-  work, 2 consumers, closed loop (about 8,000 events/s put), the time bound
-  alone kept batches near 200 events and auto at 0.95 (0.94-0.97) of batch
-  1000's events/s (results/20261206T191103Z-vm);
+  closed loop with fast consumers the producers put hundreds of thousands
+  of events a second, and the bound lets batches grow to thousands there.  What it costs is
+  throughput where a backlog never clears and the producer is slow: at 200
+  us of work, 2 consumers, closed loop (about 8,000 events/s put), batches
+  stayed near 200 events and auto reached 0.95 (0.94-0.97) of batch 1000's
+  events/s (results/20261206T191103Z-vm).  Letting batches under 500 items
+  grow whatever their fill time was tried and measured worse: a passing
+  backlog then grew them to 500, which the memory below kept; in the same
+  sweep, rerun, auto fell short at 0.9 with 1 consumer at 20 us and reached 0.89 of
+  batch 1000 at 200 us with 1 consumer (results/20261206T193349Z-vm);
 * anything in between holds the size, and a step is taken only after
   :attr:`AutoBatchSize.PATIENCE` seals in a row saw the same condition;
 * a size that led to a backlog is remembered, and shrinking stops above it
@@ -82,10 +84,8 @@ class AutoBatchSize:
     SHRINK = 0.75
     #: Seals after which the remembered size that led to a backlog is lowered a step.
     MEMORY = 10_000
-    #: A backlog grows the size past GROW_SMALL only while a batch fills in less than this (seconds).
+    #: A backlog grows the size only while a batch fills in less than this (seconds).
     GROW_FILL = 0.010
-    #: Items below which a backlog grows the size whatever the fill time.
-    GROW_SMALL = 500
     #: Seconds an open batch may fill while no batch is ready and every known
     #: consumer is busy: a consumer never seen busy (so not known) waits no longer.
     LINGER = 0.010
@@ -130,7 +130,7 @@ class AutoBatchSize:
         if count > 0:
             self._item_bytes = nbytes / count
         if ready >= self.GROW_AT:
-            if fill_s >= self.GROW_FILL and self.size >= self.GROW_SMALL:
+            if fill_s >= self.GROW_FILL:
                 # Big enough that its fixed cost no longer matters (see the
                 # module's docstring): the backlog is the consumers' work.
                 self._streak = 0
