@@ -193,3 +193,29 @@ def test_a_rate_no_fixed_size_was_offered_cannot_make_auto_lose_or_win_by_defaul
     c = _by_load(path)[("frac:0.5", 1)]
     assert not c.fixed_offered_rate
     assert c.verdict == UNDECIDED and "no fixed size was offered auto's rate" in c.reason, c.reason
+
+
+def test_fixed_sizes_short_of_a_much_higher_rate_give_auto_no_win(tmp_path):
+    # In the losing set auto's maximum is the lowest, so at frac:0.5 every
+    # fixed size is offered over 5% more than auto.  Made to fall short of
+    # those higher rates, they say nothing about auto's: auto, carrying its
+    # own with a higher p99, does not win (before: "no fixed size carried
+    # that rate", a win).
+    import pandas as pd
+
+    from bench.analysing.auto import UNDECIDED
+
+    path = write_result_set(tmp_path, [_lose()], consumers=(1, 2, 4), cores=8, open_loop=LOADS,
+                            open_loop_consumers=(1,))
+    before = _by_load(path)[("frac:0.5", 1)]
+    assert before.verdict == LOSES
+    runs = pd.read_csv(path / "runs.csv", keep_default_na=False)
+    at = (runs["load"] == "frac:0.5") & (runs["consumers"] == 1) & (runs["batch_size"].astype(str) != "auto")
+    assert at.sum() == 6
+    offered = runs.loc[at, "offered_rate"].astype(float)
+    assert (offered > 1.05 * before.auto_offered).all()
+    runs.loc[at, "events_per_s"] = 0.8 * offered
+    runs.to_csv(path / "runs.csv", index=False)
+    c = _by_load(path)[("frac:0.5", 1)]
+    assert not c.fixed_offered_rate
+    assert c.verdict == UNDECIDED and "fell short" in c.why_not, c.reason
