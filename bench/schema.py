@@ -72,7 +72,8 @@ COLUMNS = {
     "consumer_user_s": "float: user CPU seconds of all consumers inside the window",
     "consumer_sys_s": "float: system CPU seconds of all consumers inside the window",
     "work_cpu_us_per_event": "float: CPU us of the work function per event, calibrated in the parent",
-    "overhead_us_per_event": "float: (producer+consumer CPU us) / events - work_us_measured",
+    "overhead_us_per_event": "float: (producer+consumer CPU us, less producer_pacing_s) / events - "
+                             "work_us_measured",
     "useful_work_fraction": "float: events x work_us_measured / (cpu_count x window), not clipped",
     "ctx_voluntary_per_event": "float: voluntary context switches (all processes) per event",
     "ctx_involuntary_per_event": "float: involuntary context switches (all processes) per event",
@@ -101,7 +102,7 @@ COLUMNS = {
     "steal_pct": "float: steal time / total CPU time of the usable cores in the window; empty if unknown",
     "cpu_mhz": "float: mean CPU clock of the usable cores at the window edges; empty if unreadable",
     "usable_cores": "int: cores this process may use (affinity and cgroup quota)",
-    "producer_cpu_pct": "float: producers' CPU / (producers x window) x 100",
+    "producer_cpu_pct": "float: (producers' CPU less producer_pacing_s) / (producers x window) x 100",
     "consumer_cpu_pct": "float: consumers' CPU / (consumers x window) x 100",
     "bottleneck": "str: producers, consumers, queue or machine (see bench.measuring.validity); empty if failed",
     "valid": "bool: ok row whose measurements passed the validity checks (empty for failed rows)",
@@ -125,6 +126,11 @@ COLUMNS = {
     "mean_batch_size": "float: events consumed / batches received over the whole cell, the batch "
                        "size the consumers saw (an 'auto' cell's, or partial batches sealed by "
                        "max_batch_age); empty for rows made before it was recorded",
+    "producer_pacing_s": "float: CPU seconds the producers spent inside the window waiting for their "
+                         "next event to be due (open loop: the pacing spin), left out of "
+                         "producer_cpu_pct, overhead_us_per_event and cpu_us_per_event; 0 in closed "
+                         "loop; empty for rows made before it was recorded (their open-loop producer "
+                         "CPU includes it)",
 }
 
 #: meta.json keys the report relies on (the file holds more).

@@ -397,6 +397,9 @@ def _add_derived(runs: pd.DataFrame) -> None:
     cpu_s = runs[["producer_user_s", "producer_sys_s", "consumer_user_s", "consumer_sys_s"]].sum(
         axis=1, min_count=4
     )
+    if "producer_pacing_s" in runs:
+        # The open-loop producers' pacing spin is the harness's CPU, not the queue's.
+        cpu_s = (cpu_s - pd.to_numeric(runs["producer_pacing_s"], errors="coerce").fillna(0.0)).clip(lower=0)
     runs["cpu_us_per_event"] = cpu_s / runs["events"].where(runs["events"] > 0) * 1e6
     runs["ctx_per_event"] = runs["ctx_voluntary_per_event"].fillna(0) + runs[
         "ctx_involuntary_per_event"

@@ -483,13 +483,14 @@ def _measurements(cell, results, before, after, window_s, cost, offered_rate, pi
         useful_us=work_per_event,
         latency_ms=samples_ms("latency_ns"),
         peak_rss_bytes=max(r["max_rss_bytes"] for r in results.values()),
+        producer_pacing_s=sum(r.get("pacing_s", 0.0) for r in producers.values()),
     )
     row["work_cpu_us_per_event"] = calibrated
     row.update(_percentiles("queue_wait", samples_ms("queue_wait_ns")))
     drift = validity.drift_pct(bursts, calibrated)
     n_procs = len(consumers) + len(producers)
     cpu_s = sum(row[k] for k in ("producer_user_s", "producer_sys_s", "consumer_user_s",
-                                 "consumer_sys_s"))
+                                 "consumer_sys_s")) - row["producer_pacing_s"]
     skew_s = sum(s.get("took_ns", 0) + s.get("late_ns", 0) for s in (before, after)) / 1e9
     err = validity.overhead_error_us(events=events, processes=n_procs,
                                      tick_s=machine.clock_tick_s(), cpu_s=cpu_s,

@@ -44,7 +44,8 @@ def _produce(backend, index: int, spec: dict, t0_ns: int) -> dict:
             # Open loop: the schedule starts at t0, so the warm-up runs at
             # the offered rate too (bench.measuring.schedule).
             return produce_on_schedule(sink.put, make, rate=rates[index],
-                                       t_start_ns=t0_ns, stop_ns=stop_ns)
+                                       t_start_ns=t0_ns, stop_ns=stop_ns,
+                                       window_start_ns=t0_ns + spec["warmup_ns"])
         clock = clock_ns
         put = sink.put
         i = 0

@@ -102,7 +102,8 @@ def sample_delta(before: dict, after: dict, prefixes: str | tuple[str, ...], fie
 
 def window_figures(before: dict, after: dict, window_s: float, events: int, eps: list[float], *,
                    producers: tuple[str, ...], consumers: tuple[str, ...], others: tuple[str, ...] = (),
-                   work_per_event: float, useful_us: float, latency_ms, peak_rss_bytes: float) -> dict:
+                   work_per_event: float, useful_us: float, latency_ms, peak_rss_bytes: float,
+                   producer_pacing_s: float = 0.0) -> dict:
     """The runs.csv figures every scenario computes alike from two samples (see :func:`sample`).
 
     ``producers``/``consumers``/``others`` are the sample key prefixes of the
@@ -111,6 +112,12 @@ def window_figures(before: dict, after: dict, window_s: float, events: int, eps:
     and the bytes written.  ``latency_ms`` is a numpy array of sampled
     latencies inside the window.  One function, so that the queue sweep and
     the Kafka scenario can never account differently.
+
+    ``producer_pacing_s``: CPU the producers spent inside the window waiting
+    for their next event to be due (open loop: the pacing spin of
+    bench.measuring.schedule).  It is the harness's, not the queue's, so
+    ``producer_cpu_pct``, the overhead and the bottleneck leave it out;
+    ``producer_user_s``/``producer_sys_s`` stay what the processes used.
     """
     import numpy as np
 
@@ -132,7 +139,9 @@ def window_figures(before: dict, after: dict, window_s: float, events: int, eps:
         if key.startswith(roles)
     )
     sq = sum(x * x for x in eps)
-    cpu_us = (prod_user + prod_sys + cons_user + cons_sys + other_cpu) * 1e6
+    # Never below 0: the processes' CPU is read at clock-tick resolution.
+    prod_cpu = max(0.0, prod_user + prod_sys - producer_pacing_s)
+    cpu_us = (prod_cpu + cons_user + cons_sys + other_cpu) * 1e6
     lat = np.asarray(latency_ms, dtype=np.float64)
     n_prod = sum(1 for k in before["procs"] if k.startswith(producers)) or 1
     n_cons = sum(1 for k in before["procs"] if k.startswith(consumers)) or 1
@@ -141,7 +150,7 @@ def window_figures(before: dict, after: dict, window_s: float, events: int, eps:
     machine_busy = sum(cores_mine) / len(cores_mine) if cores_mine else 0.0
     steal = machine.steal_pct(before.get("stat"), after.get("stat"))
     mhz = [m for m in (before.get("mhz"), after.get("mhz")) if m]
-    prod_pct = 100.0 * (prod_user + prod_sys) / (n_prod * window_s) if window_s > 0 else 0.0
+    prod_pct = 100.0 * prod_cpu / (n_prod * window_s) if window_s > 0 else 0.0
     cons_pct = 100.0 * (cons_user + cons_sys) / (n_cons * window_s) if window_s > 0 else 0.0
     overhead = (cpu_us / events - work_per_event) if events else ""
     # Sample skew: each sample's own duration plus how late it started
@@ -191,6 +200,7 @@ def window_figures(before: dict, after: dict, window_s: float, events: int, eps:
         "cpu_busy_per_core": json.dumps([round(c, 1) for c in cores]),
         "producer_user_s": prod_user,
         "producer_sys_s": prod_sys,
+        "producer_pacing_s": producer_pacing_s,
         "consumer_user_s": cons_user,
         "consumer_sys_s": cons_sys,
         "work_cpu_us_per_event": work_per_event,

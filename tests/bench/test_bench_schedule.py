@@ -95,3 +95,46 @@ def test_the_last_microseconds_spin_yields_the_core_at_every_turn(monkeypatch):
     schedule.wait_until(40_000, clock)  # under SPIN_NS: no sleep, only the spin
     assert now[0] >= 40_000
     assert len(yields) == 38
+
+
+def test_the_pacing_spin_is_timed_from_the_window_start_only():
+    # 20,000 events/s: each 50 us gap is all spin (under SPIN_NS).
+    start = time.monotonic_ns() + 1_000_000
+    stop = start + 60_000_000
+    c0 = time.thread_time()
+    out = produce_on_schedule(lambda e: None, EventFactory(0, 100).make, rate=20_000.0,
+                              t_start_ns=start, stop_ns=stop, window_start_ns=start + 30_000_000)
+    used = time.thread_time() - c0
+    assert 0.0 < out["pacing_s"] <= used
+    none = produce_on_schedule(lambda e: None, EventFactory(0, 100).make, rate=20_000.0,
+                               t_start_ns=time.monotonic_ns(), stop_ns=time.monotonic_ns() + 10_000_000,
+                               window_start_ns=time.monotonic_ns() + 10_000_000)
+    assert none["pacing_s"] == 0.0
+
+
+def test_the_pacing_spin_is_left_out_of_the_producers_cpu_and_the_overhead():
+    # A producer that used 1 s of CPU in a 1 s window, 0.6 s of it pacing:
+    # 40% of its core for the queue, and no bottleneck named "producers".
+    import numpy as np
+    import psutil
+
+    from bench.measuring import machine
+    from bench.measuring.sampling import window_figures
+
+    def at(prod_user, prod_sys, cons_user):
+        return {"per_cpu": psutil.cpu_times(percpu=True), "stat": machine.cpu_times_total(), "mhz": None,
+                "took_ns": 0, "procs": {
+                    "producer:0": {"user": prod_user, "system": prod_sys, "vol": 0, "invol": 0, "written": 0},
+                    "consumer:0": {"user": cons_user, "system": 0.0, "vol": 0, "invol": 0, "written": 0}}}
+
+    before, after = at(0.0, 0.0, 0.0), at(0.8, 0.2, 1.0)
+    kw = dict(producers=("producer",), consumers=("consumer",), work_per_event=500.0, useful_us=500.0,
+              latency_ms=np.array([1.0]), peak_rss_bytes=1e6)
+    raw = window_figures(before, after, 1.0, 1000, [1000.0], **kw)
+    paced = window_figures(before, after, 1.0, 1000, [1000.0], producer_pacing_s=0.6, **kw)
+    assert raw["producer_cpu_pct"] == pytest.approx(100.0) and raw["bottleneck"] == "producers"
+    assert paced["producer_cpu_pct"] == pytest.approx(40.0) and paced["bottleneck"] != "producers"
+    assert raw["overhead_us_per_event"] == pytest.approx(1500.0)
+    assert paced["overhead_us_per_event"] == pytest.approx(900.0)
+    # What the processes used stays recorded as it was.
+    assert (paced["producer_user_s"], paced["producer_sys_s"], paced["producer_pacing_s"]) == (0.8, 0.2, 0.6)
