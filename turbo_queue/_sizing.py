@@ -43,15 +43,16 @@ nothing per event) and between puts, from the producer's background thread:
   0.99 and 0.96-1.00 of the rate, 4,800 carried 0.86-0.93, and auto, whose
   size grew on every passing backlog to 1,600-3,600, 0.78-0.88.  In a
   closed loop with fast consumers the producers put hundreds of thousands
-  of events a second, and the bound lets batches grow to thousands there.  What it costs is
-  throughput where a backlog never clears and the producer is slow: at 200
-  us of work, 2 consumers, closed loop (about 8,000 events/s put), batches
-  stayed near 200 events and auto reached 0.95 (0.94-0.97) of batch 1000's
-  events/s (results/20261206T191103Z-vm).  Letting batches under 500 items
-  grow whatever their fill time was tried and measured worse: a passing
-  backlog then grew them to 500, which the memory below kept; in the same
-  sweep, rerun, auto fell short at 0.9 with 1 consumer at 20 us and reached 0.89 of
-  batch 1000 at 200 us with 1 consumer (results/20261206T193349Z-vm);
+  of events a second, and the bound lets batches grow to thousands there.
+  What it costs is throughput where a backlog never clears and the
+  producer is slow: at 200 us of work, 2 consumers, closed loop (about
+  8,000 events/s put), batches stayed near 200 events and auto reached
+  0.95 (0.94-0.97) of batch 1000's events/s (results/20261206T191103Z-vm).
+  Letting batches under 500 items grow whatever their fill time was tried
+  and measured worse: a passing backlog then grew them to 500, which the
+  memory below kept; in a rerun of the same sweep auto fell short at 0.9
+  with 1 consumer at 20 us and reached 0.89 of batch 1000 at 200 us with 1
+  consumer (results/20261206T193349Z-vm);
 * anything in between holds the size, and a step is taken only after
   :attr:`AutoBatchSize.PATIENCE` seals in a row saw the same condition;
 * a size that led to a backlog is remembered, and shrinking stops above it

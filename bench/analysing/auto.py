@@ -225,14 +225,13 @@ def _compare(scenario: dict, load: str, n: int, auto: pd.DataFrame,
         # fraction load is a share of each cell's own maximum).
         floor = (1 - RATE_TOLERANCE) * a["offered"]
         ceil = (1 + RATE_TOLERANCE) * a["offered"]
-        same = [b for b in sizes if sizes[b][1]["offered"] >= floor]
+        at_least = [b for b in sizes if sizes[b][1]["offered"] >= floor]
         # A fixed size that carried more than auto's rate would carry auto's
         # (its p99 there is at most what it was): it counts as carrying it.
         # One that fell short of much more says nothing about auto's rate:
         # only the sizes offered about auto's rate can fall short of it.
-        carried = [b for b in same if sizes[b][1]["carries"]]
-        near = [b for b in same if sizes[b][1]["offered"] <= ceil]
-        same = carried + [b for b in near if b not in carried]
+        carried = [b for b in at_least if sizes[b][1]["carries"]]
+        same = carried + [b for b in at_least if b not in carried and sizes[b][1]["offered"] <= ceil]
         c.best_same_rate = bool(carried)
         c.fixed_offered_rate = bool(same)
         if carried:
