@@ -26,8 +26,10 @@ were never sealed.  ``max_batch_age`` bounds that window in time and
 ``batch_size`` in count.
 
 A background thread seals a partial batch once it is ``max_batch_age`` old,
-so an idle producer's last items are not stranded; ``put`` and that thread
-share one lock, which is uncontended in the common case.  The same thread
+so an idle producer's last items are not stranded.  Sealing takes the
+producer's lock; ``put``'s hot path (an item neither first nor last of its
+batch) takes none: it appends to a run that a seal empties in place, so an
+item racing with a seal lands in that batch or the next (see ``put``).  The same thread
 looks for the ``CLOSED`` marker every :data:`CLOSED_CHECK_INTERVAL` seconds
 while a batch is open and raises a flag that ``put`` already tests (the
 attribute it tests for a closed producer), so ``put`` raises
@@ -124,8 +126,11 @@ class Producer:
         # in deferred mode (None, first index, objects) runs encoded at seal,
         # plus the current run of single puts (objects, or their bytes).
         self._records: list[tuple[Any, Any, Any]] = []
+        # The run is never rebound, only emptied in place (_end_run_locked):
+        # put's hot path appends to it without the lock (see put).
         self._run: list[Any] = []
-        self._count = 0
+        #: Items of the open batch in _records (the rest are in _run; _count is both).
+        self._recorded = 0
         #: Items dropped at seal because they could not be encoded (positions count them).
         self._dropped_items = 0
         #: The TypeError of items dropped by a seal that no call has raised yet.
@@ -179,22 +184,48 @@ class Producer:
         (1) or not (0).  With ``capture="put"`` the item is serialized here
         and ``TypeError`` means this item was refused (nothing partial is
         queued, the producer stays usable).
+
+        Threads may share a producer: the hot path takes no lock (see the
+        comment below), so a batch may hold up to one item per racing
+        thread over the batch size; nothing is lost or queued twice.
         """
         # The hot path, for an item neither first nor last of its batch: one
-        # lock, one append, one counter; no system call and, by default, no
-        # serialization (each extra Python call or test here costs ~5% of a
-        # put).  _fast_limit is 0 whenever this path must not be taken
-        # (capture="put", halted: closed, forked, items dropped at seal).
-        lock = self._lock
-        lock.acquire()
-        try:
-            count = self._count
-            if 0 < count < self._fast_limit and block and timeout is None:
-                self._run.append(item)
-                self._count = count + 1
+        # append, no lock, no system call and, by default, no serialization
+        # (each extra Python call or test here costs ~5% of a put; the lock
+        # this path took before cost ~40% of it).  _fast_limit is 0 whenever
+        # this path must not be taken (capture="put", halted: closed, forked,
+        # items dropped at seal).  Without the lock, a seal by another thread
+        # (the background thread's age flush, a put in another thread) may
+        # run between the test and the append; the append is one operation
+        # on a list that a seal empties in place and never replaces, so the
+        # item lands in the batch being sealed or in the next one, never in
+        # neither.  A close() halts before its last seal, so an item appended
+        # after that seal is seen here and taken back (_halted_after_append;
+        # tests/test_producer_threads.py).
+        run = self._run
+        if 0 < len(run) < self._fast_limit and block and timeout is None:
+            run.append(item)
+            if self._halted:
+                self._halted_after_append(item, block, timeout)
+            return
+        self._put(item, block, timeout)
+
+    def _halted_after_append(self, item: Any, block: bool, timeout: float | None) -> None:
+        """The hot path appended ``item``, then saw the producer halted (a close, a drop, CLOSED, a fork).
+
+        If a seal already took the item, it is queued and put returns; if it
+        is still in the run, it is taken out and put starts again on the
+        path that finds out why puts stop (and raises, or queues it when the
+        halt was a stale hint).
+        """
+        with self._lock:
+            run = self._run
+            for i in range(len(run) - 1, -1, -1):
+                if run[i] is item:
+                    del run[i]
+                    break
+            else:
                 return
-        finally:
-            lock.release()
         self._put(item, block, timeout)
 
     def _put(self, item: Any, block: bool, timeout: float | None) -> None:
@@ -218,7 +249,7 @@ class Producer:
             if count == 0:
                 self._start_batch_locked()
             self._run.append(item)
-            self._count = count = count + 1
+            count = self._count
             if count >= self._batch_size and not self._defer_locked(count):
                 # Seal a full batch at once if there is room; if max_ready is
                 # reached, leave it full and let the next put wait for room.
@@ -275,6 +306,8 @@ class Producer:
                             raise encode_error(first_unencodable(chunk, ser.dumps), ser.name, exc) from exc
                         self._end_run_locked()
                         self._records.append((1, None, data))
+                        self._recorded += take
+                        self._set_fast_limit()
                     else:
                         encoded = []
                         for item in chunk:
@@ -283,7 +316,6 @@ class Producer:
                             except Exception as exc:
                                 raise encode_error(item, ser.name, exc) from exc
                         self._run.extend(encoded)
-                    self._count += take
                     pos += take
                     if self._count >= self._batch_size and not self._defer_locked(self._count):
                         try:
@@ -340,11 +372,20 @@ class Producer:
                 return
             # Sealing and marking closed under one hold of the lock: a put
             # from another thread lands before (and is sealed) or after (and
-            # is refused), never in between.
-            if self._count:
-                self._seal_locked(deadline)
-            self._closed = True
+            # is refused), never in between.  Halted before the seal: put's
+            # hot path appends without the lock and looks at the halt after
+            # its append, so an item appended after this seal's drain is
+            # taken back there, not left unsealed in a closed producer.
+            halted = self._halted
             self._halt()
+            try:
+                if self._count:
+                    self._seal_locked(deadline)
+            except BaseException:
+                # As if close had not been called (a drop at this seal still halts).
+                self._halt(halted or self._dropped_error is not None)
+                raise
+            self._closed = True
         finally:
             self._lock.release()
         self._stop_flusher.set()
@@ -360,6 +401,11 @@ class Producer:
     def batch_size(self) -> int:
         """The size at which the open batch is sealed (it follows the policy with ``batch_size="auto"``)."""
         return self._batch_size
+
+    @property
+    def _count(self) -> int:
+        """Items in the open batch (read under the lock, or as a hint)."""
+        return self._recorded + len(self._run)
 
     @property
     def pending(self) -> int:
@@ -439,7 +485,11 @@ class Producer:
     def _halt(self, halted: bool = True) -> None:
         """Make put stop and find out why (closed, forked, dropped items), or let it run again."""
         self._halted = halted
-        self._fast_limit = 0 if halted or not self._defer else self._batch_size - 1
+        self._set_fast_limit()
+
+    def _set_fast_limit(self) -> None:
+        """The count below which put's hot path appends: one short of the size, less what is in records."""
+        self._fast_limit = 0 if self._halted or not self._defer else self._batch_size - 1 - self._recorded
 
     def _raise_dropped(self, queued: int) -> None:
         """Raise the TypeError of items a seal dropped (once: the next call is clean)."""
@@ -484,14 +534,19 @@ class Producer:
 
     def _end_run_locked(self) -> None:
         if self._run:
-            run = self._run
+            # Emptied in place, never replaced: put's hot path may hold the
+            # list and append between the copy and the del; that item stays
+            # in the run, for the next record or batch.
+            run = self._run[:]
+            del self._run[:len(run)]
             if self._defer:
                 # Objects: encoded at seal; the run remembers where it starts
                 # in the batch, to name the position of an item it cannot encode.
-                self._records.append((None, self._count - len(run), run))
+                self._records.append((None, self._recorded, run))
             else:
                 self._records.append((0, lengths_bytes(array("Q", map(len, run))), b"".join(run)))
-            self._run = []
+            self._recorded += len(run)
+            self._set_fast_limit()
 
     def _encode_deferred_locked(self) -> None:
         """Serialize the batch's runs of objects (see _capture.encode_runs); drop what cannot be encoded.
@@ -503,7 +558,7 @@ class Producer:
         self._records = records
         if not bad:
             return
-        kept = self._count - len(bad)
+        kept = self._recorded - len(bad)
         error = dropped_error(bad, self.sealed_items + self._dropped_items, kept, self._serializer.name)
         if self._dropped_error is not None:
             # An earlier drop nobody raised yet (a background seal): keep the first, count both.
@@ -511,7 +566,7 @@ class Producer:
             error.dropped += len(bad)
         self._dropped_error = error
         self._dropped_items += len(bad)
-        self._count = kept
+        self._recorded = kept
         # The next put stops to raise it, even when a background seal dropped them.
         self._halt()
 
@@ -527,18 +582,21 @@ class Producer:
         # Sealing (or retrying after a failed write): the background thread
         # no longer waits on the watch for this batch.
         self._deferring = False
+        # From here the batch is _records alone: a put of another thread may
+        # append to the run meanwhile (see put), for the next batch.
         self._end_run_locked()
         if self._defer:
             self._encode_deferred_locked()
-            if not self._count:
+            if not self._recorded:
                 self._records = []  # every item was dropped: nothing to write
                 return True
+        count = self._recorded
         seal_ns = max(time.time_ns(), self._last_seal_ns + 1)
         self._seq += 1
-        body = naming.BatchName(naming.LOADING, seal_ns, self._seq, self._count, self._owner)
+        body = naming.BatchName(naming.LOADING, seal_ns, self._seq, count, self._owner)
         loading = os.path.join(self._dir, body.name(naming.LOADING))
         ready = os.path.join(self._dir, body.name(naming.READY))
-        data = encode_batch(self._records, self._count, self._serializer.name, self._owner_text, seal_ns)
+        data = encode_batch(self._records, count, self._serializer.name, self._owner_text, seal_ns)
         durable = self._durable
         try:
             write_file(loading, data, durable, self._file_mode)
@@ -564,11 +622,18 @@ class Producer:
             _fsync_dir(self._dir)
         self._last_seal_ns = seal_ns
         self.sealed_batches += 1
-        self.sealed_items += self._count
+        self.sealed_items += count
         if self._sizing is not None:
             self._resize_locked(sum(len(record[2]) for record in self._records))
         self._records = []
-        self._count = 0
+        self._recorded = 0
+        self._set_fast_limit()
+        if self._run:
+            # Put by another thread during this seal: the next batch's first
+            # items, which started it without _start_batch_locked.  One that
+            # lands after this test keeps the old time, so its batch is at
+            # worst sealed early by the age flush.
+            self._first_put = time.monotonic()
         return True
 
     def _ready_now(self) -> int:
@@ -588,7 +653,7 @@ class Producer:
         if not sizing.defer_seal(count, self._ready_now(), self._ready.idle_consumer()):
             return False
         self._batch_size = sizing.next_check(count)
-        self._fast_limit = self._batch_size - 1 if self._defer else 0
+        self._set_fast_limit()
         if not self._deferring:
             self._deferring = True
             self._wake_flusher.set()  # it waits on the watch from now on (see _flush_loop)
@@ -596,10 +661,8 @@ class Producer:
 
     def _resize_locked(self, nbytes: int) -> None:
         """batch_size="auto": the next batch's size, from the ready count after this seal."""
-        self._batch_size = self._sizing.after_seal(self._count, nbytes, self._ready_now(),
+        self._batch_size = self._sizing.after_seal(self._recorded, nbytes, self._ready_now(),
                                                    time.monotonic() - self._first_put)
-        # The hot path's limit follows the size (and stays 0 while halted).
-        self._fast_limit = 0 if self._halted or not self._defer else self._batch_size - 1
 
     def _wait_for_room(self, deadline: float | None, wait: bool, for_put: bool = False) -> bool:
         max_ready = self._max_ready
