@@ -193,6 +193,24 @@ def test_a_backlog_grows_only_batches_that_fill_faster_than_grow_fill():
     assert fast == [500, 750, 750, 1125]
 
 
+def test_a_passing_backlog_is_remembered_for_seconds_of_filling_not_for_ever():
+    # Traced in the harness: the open-loop producer's start seals four
+    # batches of 100 within 2 ms, before the consumers' first claims; the
+    # backlog grows the size, and then the consumers wait for work at every
+    # seal (one batch ready).  The size that led to the backlog stays the
+    # floor for a while (no hunting right after it) and is forgotten a step
+    # every MEMORY seconds of filling.  Kept for 10,000 seals instead, it
+    # held batches at 226 for the whole 2 s cell.
+    policy = AutoBatchSize(initial=100)
+    for ready in (1, 2, 3, 4, 3, 4, 4, 4):
+        policy.after_seal(policy.size, 160 * policy.size, ready=ready, fill_s=0.0005)
+    assert policy.size > 300
+    fill = 0.005
+    sizes = [policy.after_seal(policy.size, 160 * policy.size, ready=1, fill_s=fill) for _ in range(400)]
+    assert min(sizes[:int(AutoBatchSize.MEMORY / fill / 2)]) > 200
+    assert sizes[-1] <= 100, sizes[-1]
+
+
 def test_two_consumers_near_capacity_on_a_noisy_machine_wait_no_longer_than_batch_1000():
     # The 2-core VM's cell at 20 us of work with 2 consumers (about 22 us of
     # consumer CPU per event, 400 us per batch), at 0.9 of their capacity,
