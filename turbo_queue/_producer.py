@@ -29,12 +29,12 @@ A background thread seals a partial batch once it is ``max_batch_age`` old,
 so an idle producer's last items are not stranded.  Sealing takes the
 producer's lock; ``put``'s hot path (an item neither first nor last of its
 batch) takes none: it appends to a run that a seal empties in place, so an
-item racing with a seal lands in that batch or the next (see ``put``).  The same thread
-looks for the ``CLOSED`` marker every :data:`CLOSED_CHECK_INTERVAL` seconds
-while a batch is open and raises a flag that ``put`` already tests (the
-attribute it tests for a closed producer), so ``put`` raises
-:class:`Closed` within a second of ``Queue.close()`` by any process, without
-a system call per item.
+item racing with a seal lands in that batch or the next (see ``put``).  The
+same thread looks for the ``CLOSED`` marker every
+:data:`CLOSED_CHECK_INTERVAL` seconds while a batch is open and raises a
+flag that ``put`` already tests (the attribute it tests for a closed
+producer), so ``put`` raises :class:`Closed` within a second of
+``Queue.close()`` by any process, without a system call per item.
 
 A producer never drops what it accepted without saying so: a ``flush`` or
 ``close`` that fails (``Full``, ``OSError``) leaves the items buffered and
