@@ -100,6 +100,17 @@ def write_batch_file(folder, state: str, items, owner: _naming.Owner, seal_ns: i
     return name
 
 
+def drain(q: turbo_queue.Queue) -> list:
+    """Every item ready now, in delivery order (one consumer, until no batch is ready)."""
+    got = []
+    with q.consumer() as c:
+        while True:
+            try:
+                got.extend(c.get_batch(timeout=0))
+            except (turbo_queue.Empty, turbo_queue.Closed):
+                return got
+
+
 def queue_files(folder) -> list[str]:
     return sorted(n for n in os.listdir(folder) if n.endswith(_naming.SUFFIX))
 

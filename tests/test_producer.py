@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from _workers import drain
 
 import turbo_queue
 from turbo_queue import _producer
@@ -29,17 +30,6 @@ from turbo_queue._errors import Closed, Empty, Full, TurboQueueError
 pytestmark = pytest.mark.usefixtures("reap_children")
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def drain(q: turbo_queue.Queue) -> list:
-    """Every item ready now, in delivery order."""
-    got = []
-    with q.consumer() as c:
-        while True:
-            try:
-                got.extend(c.get_batch(timeout=0))
-            except (Empty, Closed):
-                return got
 
 
 def full_queue(qpath, **kw) -> tuple[turbo_queue.Queue, turbo_queue.Producer]:

@@ -16,22 +16,12 @@ import sys
 import threading
 
 import pytest
+from _workers import drain
 
 import turbo_queue
-from turbo_queue._errors import Closed, Empty, TurboQueueError
+from turbo_queue._errors import Closed, TurboQueueError
 
 pytestmark = [pytest.mark.usefixtures("reap_children"), pytest.mark.timeout(60)]
-
-
-def drain(q: turbo_queue.Queue) -> list:
-    """Every item ready now, in delivery order."""
-    got = []
-    with q.consumer() as c:
-        while True:
-            try:
-                got.extend(c.get_batch(timeout=0))
-            except (Empty, Closed):
-                return got
 
 
 class _CallBeforeAppend(list):

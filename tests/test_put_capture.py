@@ -13,20 +13,10 @@ import gc
 import logging
 
 import pytest
-from _workers import queue_files
+from _workers import drain, queue_files
 
 import turbo_queue
-from turbo_queue._errors import Closed, Empty, TurboQueueError
-
-
-def drain(q):
-    got = []
-    with q.consumer() as c:
-        while True:
-            try:
-                got.extend(c.get_batch(timeout=0))
-            except (Empty, Closed):
-                return got
+from turbo_queue._errors import TurboQueueError
 
 
 class Unpicklable:

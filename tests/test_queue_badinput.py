@@ -8,22 +8,11 @@ import sqlite3
 from collections import Counter
 
 import pytest
-from _workers import batch_bytes, dead_owner, queue_files, write_batch_file
+from _workers import batch_bytes, dead_owner, drain, queue_files, write_batch_file
 
 import turbo_queue
 from turbo_queue import _naming
 from turbo_queue._errors import BatchFormatError, Closed, Empty
-
-
-def drain(q):
-    got = []
-    with q.consumer() as c:
-        while True:
-            try:
-                got.extend(c.get_batch(timeout=0))
-            except (Empty, Closed):
-                return got
-
 
 # -- arguments ---------------------------------------------------------------------
 

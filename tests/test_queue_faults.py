@@ -22,10 +22,11 @@ from pathlib import Path
 
 import _fault_workers as fw
 import pytest
+from _workers import drain
 
 import turbo_queue
 from turbo_queue import _batch, _naming
-from turbo_queue._errors import Closed, Empty
+from turbo_queue._errors import Closed
 
 pytestmark = pytest.mark.usefixtures("reap_children")
 
@@ -47,16 +48,6 @@ def join_all(procs, timeout: float = 30.0) -> None:
         proc.join(5)
     assert not hung, "child processes hung"
     assert [proc.exitcode for proc in procs] == [0] * len(procs)
-
-
-def drain(q: turbo_queue.Queue) -> list:
-    got = []
-    with q.consumer() as c:
-        while True:
-            try:
-                got.extend(c.get_batch(timeout=0))
-            except (Empty, Closed):
-                return got
 
 
 def batch_files(folder) -> list[str]:
