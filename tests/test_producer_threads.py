@@ -209,3 +209,35 @@ def test_a_close_racing_with_threads_that_put_loses_no_accepted_item_and_queues_
     got = drain(q)
     assert sorted(got) == sorted(accepted)
     assert p.pending == 0
+
+
+@pytest.mark.usefixtures("switch_often")
+def test_put_and_put_many_from_threads_beside_the_age_flush_deliver_every_item_once(qpath):
+    # put_many ends the open run into a record under the lock while other
+    # threads append to the run without it: nothing may be lost or doubled.
+    q = turbo_queue.Queue(qpath, batch_size=64, max_batch_age=0.004)
+    p = q.producer()
+    threads, per_thread = 4, 2000
+    barrier = threading.Barrier(threads)
+
+    def body(t: int) -> None:
+        barrier.wait()
+        items = [(t, i) for i in range(per_thread)]
+        if t % 2:
+            for start in range(0, per_thread, 7):
+                p.put_many(items[start:start + 7])
+        else:
+            for item in items:
+                p.put(item)
+
+    workers = [threading.Thread(target=body, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(30)
+        assert not w.is_alive()
+    p.close()
+    got = drain(q)
+    assert len(got) == len(set(got)) == threads * per_thread
+    for t in range(threads):
+        assert [item for item in got if item[0] == t] == [(t, i) for i in range(per_thread)]
