@@ -44,11 +44,17 @@ def _race(producer: turbo_queue.Producer, trigger: str, call) -> None:
     producer._run = _CallBeforeAppend(producer._run, trigger, call)
 
 
-def test_an_item_appended_after_a_close_sealed_the_run_is_refused_not_stranded(qpath):
+def _holding_a_and_b(qpath) -> tuple[turbo_queue.Queue, turbo_queue.Producer]:
+    """A producer whose open batch holds "a" and "b" (so the next put takes the hot path)."""
     q = turbo_queue.Queue(qpath, batch_size=100, max_batch_age=None)
     p = q.producer()
     p.put("a")
     p.put("b")
+    return q, p
+
+
+def test_an_item_appended_after_a_close_sealed_the_run_is_refused_not_stranded(qpath):
+    q, p = _holding_a_and_b(qpath)
     _race(p, "racer", p.close)
     with pytest.raises(TurboQueueError, match="closed Producer"):
         p.put("racer")
@@ -78,10 +84,7 @@ def test_an_item_appended_during_the_last_seal_of_a_close_is_refused_not_strande
     # The racer passes put's test before close's seal takes the run and
     # appends after it, before close returns: close must have halted before
     # that seal for put to see it.
-    q = turbo_queue.Queue(qpath, batch_size=100, max_batch_age=None)
-    p = q.producer()
-    p.put("a")
-    p.put("b")
+    q, p = _holding_a_and_b(qpath)
     p._run = run = _AppendAfterDrain(p._run, "racer")
     outcome = []
 
@@ -112,10 +115,7 @@ def test_an_item_appended_during_the_last_seal_of_a_close_is_refused_not_strande
 
 
 def test_an_item_appended_while_another_thread_seals_goes_to_the_next_batch(qpath):
-    q = turbo_queue.Queue(qpath, batch_size=100, max_batch_age=None)
-    p = q.producer()
-    p.put("a")
-    p.put("b")
+    q, p = _holding_a_and_b(qpath)
     _race(p, "racer", p.flush)
     p.put("racer")
     p.put("c")
