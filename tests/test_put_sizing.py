@@ -111,7 +111,7 @@ def test_idle_consumers_get_the_open_batch_at_once():
 
 def test_idle_consumers_shrink_the_size_step_by_step():
     policy = AutoBatchSize(initial=1000)
-    sizes = [policy.after_seal(policy.size, policy.size * 100, ready=1) for _ in range(60)]
+    sizes = [policy.after_seal(policy.size, policy.size * 100, ready=1, fill_s=0.0) for _ in range(60)]
     assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1
     assert sizes[0] == 1000  # one idle seal alone changes nothing (patience)
     assert sizes[1] == 750
@@ -119,7 +119,7 @@ def test_idle_consumers_shrink_the_size_step_by_step():
 
 def test_backlog_grows_the_size_up_to_max_batch_size():
     policy = AutoBatchSize(max_batch_size=5000, initial=10)
-    sizes = [policy.after_seal(policy.size, policy.size * 100, ready=6) for _ in range(60)]
+    sizes = [policy.after_seal(policy.size, policy.size * 100, ready=6, fill_s=0.0) for _ in range(60)]
     assert sizes == sorted(sizes) and sizes[-1] == 5000
     assert max(sizes) <= 5000
 
@@ -127,15 +127,15 @@ def test_backlog_grows_the_size_up_to_max_batch_size():
 def test_max_batch_bytes_bounds_the_size_by_the_bytes_of_the_last_batch():
     policy = AutoBatchSize(max_batch_size=10_000, max_batch_bytes=50_000, initial=10)
     for _ in range(40):
-        size = policy.after_seal(policy.size, policy.size * 1000, ready=6)  # 1000 bytes an item
+        size = policy.after_seal(policy.size, policy.size * 1000, ready=6, fill_s=0.0)  # 1000 bytes an item
     assert size == 50
 
 
 def test_between_idle_and_backlog_the_size_holds():
     policy = AutoBatchSize(initial=300)
-    assert [policy.after_seal(300, 30_000, ready=2) for _ in range(50)] == [300] * 50
+    assert [policy.after_seal(300, 30_000, ready=2, fill_s=0.0) for _ in range(50)] == [300] * 50
     # Alternating conditions never build a streak.
-    assert {policy.after_seal(300, 30_000, ready=r) for r in (1, 6) * 25} == {300}
+    assert {policy.after_seal(300, 30_000, ready=r, fill_s=0.0) for r in (1, 6) * 25} == {300}
 
 
 @pytest.mark.parametrize("rate", [20_000, 100_000, 200_000])

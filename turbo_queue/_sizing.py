@@ -133,10 +133,11 @@ class AutoBatchSize:
             limit = min(limit, max(1, int(self.max_batch_bytes // self._item_bytes)))
         return max(self.min_batch_size, limit)
 
-    def after_seal(self, count: int, nbytes: int, ready: int, fill_s: float = 0.0) -> int:
+    def after_seal(self, count: int, nbytes: int, ready: int, fill_s: float) -> int:
         """A batch of ``count`` items, ``nbytes`` of records, was sealed; ``ready`` batches wait now.
 
-        ``fill_s``: seconds from the batch's first item to its seal.
+        ``fill_s``: seconds from the batch's first item to its seal (no
+        default: both the growth bound and the memory's clock read it).
         Returns the size to seal the next batch at.
         """
         if count > 0:
