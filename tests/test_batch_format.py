@@ -315,3 +315,27 @@ def test_pickled_items_decode_to_independent_objects():
     assert a == b == shared and c == [shared]
     a["k"].append(3)
     assert b == {"k": [1, 2]} and c == [{"k": [1, 2]}]
+
+
+def test_read_file_returns_the_whole_file_whatever_fstat_said(tmp_path, monkeypatch):
+    # read_file asks for the size fstat gives and one byte more; a file
+    # that is longer or shorter than that (changed between the two calls)
+    # is read to its end, as open().read() would.
+    path = tmp_path / "f.tqb"
+    data = os.urandom(200_000)
+    path.write_bytes(data)
+    assert _batch.read_file(str(path)) == data
+    (tmp_path / "empty").write_bytes(b"")
+    assert _batch.read_file(str(tmp_path / "empty")) == b""
+    real_fstat = os.fstat
+    for wrong in (10, len(data) - 1, len(data) + 5000):
+        def fstat(fd, wrong=wrong):
+            st = real_fstat(fd)
+            return os.stat_result((*st[:6], wrong, *st[7:]))
+        monkeypatch.setattr(os, "fstat", fstat)
+        assert _batch.read_file(str(path)) == data, wrong
+    monkeypatch.setattr(os, "fstat", real_fstat)
+    with pytest.raises(IsADirectoryError):  # the consumer sets such a claimed name aside
+        _batch.read_file(str(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        _batch.read_file(str(tmp_path / "gone"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import turbo_queue
@@ -55,3 +56,11 @@ def test_producer_and_consumer_do_not_reach_into_queue_privates():
                    and isinstance(n.value, ast.Attribute) and n.value.attr == "_queue"]
         assert private == [], module
     assert "_queue._count_ready" not in (PACKAGE / "_producer.py").read_text()
+
+
+def test_join_names_a_file_in_the_folder_with_or_without_a_trailing_separator(tmp_path):
+    name = "r_00000000000000000001_000000000001_1_host-1-0-00000000.tqb"
+    for path in (str(tmp_path), str(tmp_path) + "/"):
+        folder = Folder(path)
+        assert folder.join(name) == str(tmp_path / name)
+        assert folder.join(name) == os.path.join(path, name)

@@ -59,3 +59,59 @@ def test_vanished_folder_wakes_the_waiter(tmp_path):
         assert waiter._drain(fd) is True
     finally:
         waiter.close()
+
+
+def _counting_reads(monkeypatch, fd):
+    """Count the reads of ``fd`` (the waiter's inotify descriptor) and nothing else."""
+    calls = []
+    real_read = os.read
+
+    def read(f, n):
+        if f == fd:
+            calls.append(n)
+        return real_read(f, n)
+
+    monkeypatch.setattr(os, "read", read)
+    return calls
+
+
+def test_a_poll_reads_once_when_every_pending_event_fits(tmp_path, monkeypatch):
+    # One read returns every pending event that fits; a second read only to
+    # be told EAGAIN was a system call and an exception at every poll.
+    seen = []
+    waiter = FolderWaiter(str(tmp_path), wake_on=("r_",))
+    waiter.listener = seen.append
+    fd = waiter._inotify_fd()
+    assert fd >= 0, "inotify unavailable on this Linux machine"
+    try:
+        for i in range(5):
+            _rename_in(tmp_path, f"r_{i:04d}.tqb")
+        calls = _counting_reads(monkeypatch, fd)
+        assert waiter.poll() is True
+        assert len(calls) == 1
+        assert sum(buf.count(b"r_") for buf in seen) == 5
+        assert waiter.poll() is True and len(calls) == 2  # nothing pending: one read, EAGAIN
+    finally:
+        waiter.close()
+
+
+def test_a_poll_reads_on_while_a_read_comes_back_full(tmp_path, monkeypatch):
+    # More events pending than one read holds (64 KiB): every one of them is
+    # still read by the same poll, none left for a later one to find.
+    from turbo_queue._wait import iter_events
+
+    names = [f"r_{i:06d}_{'x' * 80}.tqb" for i in range(1500)]  # 112 bytes an event: ~585 a read
+    got = []
+    waiter = FolderWaiter(str(tmp_path), wake_on=("r_",))
+    waiter.listener = lambda buf: got.extend(name.decode() for _mask, name in iter_events(buf))
+    fd = waiter._inotify_fd()
+    assert fd >= 0, "inotify unavailable on this Linux machine"
+    try:
+        for name in names:
+            _rename_in(tmp_path, name)
+        calls = _counting_reads(monkeypatch, fd)
+        waiter.poll()
+        assert len(calls) >= 3
+        assert [n for n in got if n.startswith("r_")] == names
+    finally:
+        waiter.close()

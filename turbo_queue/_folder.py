@@ -73,10 +73,13 @@ class Scan:
 class Folder:
     """The names of one queue folder and the transitions between them."""
 
-    __slots__ = ("lease_timeout", "path")
+    __slots__ = ("_prefix", "lease_timeout", "path")
 
     def __init__(self, path: str, lease_timeout: float = _lease.DEFAULT_LEASE_TIMEOUT) -> None:
         self.path = path
+        # The folder's path with its separator: join() is one concatenation
+        # (os.path.join costs about half a microsecond, ten times a batch).
+        self._prefix = os.path.join(path, "")
         #: How long a claim made here stays valid unrenewed for a process that cannot check
         #: this one's pid (see _lease.py): this process renews its claims well within it.
         self.lease_timeout = lease_timeout
@@ -85,7 +88,8 @@ class Folder:
         return f"Folder({self.path!r})"
 
     def join(self, name: str) -> str:
-        return os.path.join(self.path, name)
+        """The path of ``name``, a name in this folder (never an absolute path)."""
+        return self._prefix + name
 
     # -- scans ------------------------------------------------------------
 
@@ -193,14 +197,15 @@ class Folder:
         # first, so that a recovery which cannot check this process's pid
         # (another container or host) never sees the fresh claim as lapsed
         # (tests/test_lease.py).
-        _lease.touch(self.join(ready))
+        ready_path, claimed_path = self._prefix + ready, self._prefix + claimed
+        _lease.touch(ready_path)
         try:
             # Of several consumers renaming the same file, exactly one succeeds.
-            os.rename(self.join(ready), self.join(claimed))
+            os.rename(ready_path, claimed_path)
         except BaseException:
             _held.discard(claimed)
             raise
-        _lease.hold(self.join(claimed), self.lease_timeout)
+        _lease.hold(claimed_path, self.lease_timeout)
         return claimed
 
     def release(self, claimed: str, ready: str, *, count: bool = True, max_deliveries: int | None = None,
@@ -233,13 +238,14 @@ class Folder:
 
     def ack(self, claimed: str) -> bool:
         """claimed -> deleted.  False if the file is gone."""
+        path = self._prefix + claimed
         try:
-            os.unlink(self.join(claimed))
+            os.unlink(path)
         except FileNotFoundError:
             return False
         finally:
             _held.discard(claimed)
-            _lease.drop(self.join(claimed))
+            _lease.drop(path)
         return True
 
     def dead_letter(self, claimed: str, parsed: naming.BatchName, error: str | None) -> str | None:

@@ -76,6 +76,7 @@ import re
 import secrets
 import socket
 from dataclasses import dataclass, field
+from functools import cached_property
 
 __all__ = [
     "CLOSED_MARKER",
@@ -153,6 +154,12 @@ class Owner:
     ns: str | None = field(default_factory=lambda: local_namespace())
 
     def __str__(self) -> str:
+        return self._text
+
+    @cached_property
+    def _text(self) -> str:
+        # Made once: every batch name and claimed name carries it (a seal
+        # formats two names, a claim one).
         host = self.host if self.ns is None else f"{self.host}..{self.ns}"
         return f"{host}-{self.pid}-{self.start:x}-{self.nonce}"
 

@@ -593,9 +593,9 @@ class Producer:
         count = self._recorded
         seal_ns = max(time.time_ns(), self._last_seal_ns + 1)
         self._seq += 1
-        body = naming.BatchName(naming.LOADING, seal_ns, self._seq, count, self._owner)
-        loading = os.path.join(self._dir, body.name(naming.LOADING))
-        ready = os.path.join(self._dir, body.name(naming.READY))
+        body = naming.BatchName(naming.LOADING, seal_ns, self._seq, count, self._owner).body
+        loading = self._folder.join(naming.LOADING + body)
+        ready = self._folder.join(naming.READY + body)
         data = encode_batch(self._records, count, self._serializer.name, self._owner_text, seal_ns)
         durable = self._durable
         try:

@@ -47,6 +47,9 @@ ARRIVAL_EVENTS = _IN_MOVED_TO | _IN_MOVED_FROM
 ARRIVED, LEFT, LOST = _IN_MOVED_TO, _IN_MOVED_FROM | _IN_DELETE, _IN_Q_OVERFLOW | _IN_IGNORED
 #: struct inotify_event: wd, mask, cookie, len, then ``len`` bytes of name.
 _EVENT = struct.Struct("iIII")
+#: Bytes asked for per read of the inotify descriptor, and the most one event takes (its name NUL-terminated).
+_READ_SIZE = 65536
+_MAX_EVENT = _EVENT.size + 255 + 1
 
 _libc = None
 
@@ -157,13 +160,19 @@ class FolderWaiter:
         relevant = False
         try:
             while True:
-                buf = os.read(fd, 65536)
+                buf = os.read(fd, _READ_SIZE)
                 if not buf:
                     break
                 if self.listener is not None:
                     self.listener(buf)
                 relevant = relevant or self._matters(buf)
-        except OSError:  # BlockingIOError: all read
+                if len(buf) <= _READ_SIZE - _MAX_EVENT:
+                    # A read returns every pending event that fits: room for
+                    # one more left means none was pending.  Reading again
+                    # only to be told so (EAGAIN, an exception) cost a system
+                    # call per poll, at every seal and every claim.
+                    break
+        except OSError:  # BlockingIOError: nothing pending
             pass
         return relevant
 
