@@ -35,7 +35,6 @@ too (pyperf's workers run this file as a script)::
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import sys
 import tempfile
@@ -70,25 +69,14 @@ def bench_turbo_round_trip(loops: int, batch: int) -> float:
 
 
 def bench_floor_files(loops: int, batch: int) -> float:
-    from bench.micro.speed_putget import make_event
+    from bench.micro.speed_putget import floor_round_trip, make_event
 
     events = [make_event(i) for i in range(batch)]
     tmp = tempfile.mkdtemp(prefix="tq-batch-floor-")
     try:
         t0 = time.perf_counter()
         for seq in range(loops):
-            data = pickle.dumps(events, protocol=pickle.HIGHEST_PROTOCOL)
-            loading, ready, claimed = (os.path.join(tmp, f"{state}_{seq}") for state in "lrc")
-            fd = os.open(loading, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-            os.rename(loading, ready)
-            os.rename(ready, claimed)
-            with open(claimed, "rb") as f:
-                got = pickle.loads(f.read())
-            os.unlink(claimed)
+            got = floor_round_trip(tmp, seq, events)
         elapsed = time.perf_counter() - t0
         if len(got) != batch:
             raise RuntimeError(f"the floor carried {len(got)} events, not {batch}")

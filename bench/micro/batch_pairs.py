@@ -25,6 +25,8 @@ import subprocess
 import sys
 
 #: One checkout's burst: 200 untimed round trips, then ``loops`` timed; prints CPU us per batch.
+#: The loop of batch_cost's bench_turbo_round_trip, written out here: the older checkout it is
+#: held against may predate that module (it needs only turbo_queue and speed_putget's make_event).
 CHILD = r'''
 import sys, os, tempfile, shutil, time
 import turbo_queue

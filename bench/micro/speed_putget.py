@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import shutil
 import statistics
 import sys
@@ -182,28 +183,37 @@ def bench_turbo(loops: int, batch: int, many: bool, per_event: bool = False, cap
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def floor_round_trip(folder: str, seq: int, events: list) -> list:
+    """One batch's bare file steps in ``folder``; returns the events read back.
+
+    Pickle the list in one call, create and write a file, rename it twice
+    (seal, claim), read it back, unpickle, unlink: the floor of one file per
+    batch (this module's ``floor-files``, and ``bench.micro.batch_cost``'s).
+    """
+    data = pickle.dumps(events, protocol=pickle.HIGHEST_PROTOCOL)
+    loading, ready, claimed = (os.path.join(folder, f"{state}_{seq}") for state in "lrc")
+    fd = os.open(loading, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.rename(loading, ready)
+    os.rename(ready, claimed)
+    with open(claimed, "rb") as f:
+        got = pickle.loads(f.read())
+    os.unlink(claimed)
+    return got
+
+
 def bench_floor_files(loops: int, batch: int) -> float:
     """CPU per ``loops`` events of the bare file steps, one batch of ``batch`` at a time (see the module doc)."""
-    import pickle
-
     tmp = tempfile.mkdtemp(prefix="tq-floor-", dir=QUEUE_DIR)
     try:
         t0 = time.process_time()
         done = seq = 0
         while done < loops:
             n = min(batch, loops - done)
-            data = pickle.dumps([make_event(done + i) for i in range(n)], protocol=pickle.HIGHEST_PROTOCOL)
-            loading, ready, claimed = (os.path.join(tmp, f"{state}_{seq}") for state in "lrc")
-            fd = os.open(loading, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-            os.rename(loading, ready)
-            os.rename(ready, claimed)
-            with open(claimed, "rb") as f:
-                got = pickle.loads(f.read())
-            os.unlink(claimed)
+            got = floor_round_trip(tmp, seq, [make_event(done + i) for i in range(n)])
             assert len(got) == n
             done += n
             seq += 1
