@@ -28,7 +28,13 @@ better and the figures are comparable across backends.  Variants:
   least on this file system (no SQLite, no waiting, no wake-up: the
   baseline pays its pipe's wake-ups, this floor none), so a turbo variant
   cannot beat ``floor-files`` and a goal below it is out of reach of the
-  design here, not of the code.
+  design here, not of the code;
+* ``floor-sqlite-B``: ``floor-files`` with the pickled list carried in a
+  SQLite database, as the design asks of every batch: an empty one-table
+  image deserialized, one INSERT, serialize, and on the way back deserialize
+  and one SELECT (the ``sqlite3`` module alone, no turbo_queue code).  The
+  least a design with one SQLite file per batch pays here, before claims,
+  leases, waiting and crash safety.
 
 Consumers take whole batches (``get_batch`` / one list per ``get``) unless
 the name says ``iter``.  Cyclic
@@ -44,6 +50,7 @@ import multiprocessing as mp
 import os
 import pickle
 import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -183,14 +190,40 @@ def bench_turbo(loops: int, batch: int, many: bool, per_event: bool = False, cap
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def floor_round_trip(folder: str, seq: int, events: list) -> list:
+class _SQLiteImage:
+    """``floor-sqlite``'s SQLite steps: the pickled list in and out of a one-table database image."""
+
+    def __init__(self) -> None:
+        con = sqlite3.connect(":memory:", isolation_level=None)
+        con.execute("CREATE TABLE batch(data BLOB NOT NULL)")
+        self.empty = con.serialize()
+        con.close()
+        # One connection to build images and one to read them, as a producer
+        # and a consumer process would each have.
+        self.writer = sqlite3.connect(":memory:", isolation_level=None)
+        self.reader = sqlite3.connect(":memory:", isolation_level=None)
+
+    def encode(self, data: bytes) -> bytes:
+        self.writer.deserialize(self.empty)
+        self.writer.execute("INSERT INTO batch VALUES(?)", (data,))
+        return self.writer.serialize()
+
+    def decode(self, image: bytes) -> bytes:
+        self.reader.deserialize(image)
+        return self.reader.execute("SELECT data FROM batch").fetchone()[0]
+
+
+def floor_round_trip(folder: str, seq: int, events: list, image: _SQLiteImage | None = None) -> list:
     """One batch's bare file steps in ``folder``; returns the events read back.
 
     Pickle the list in one call, create and write a file, rename it twice
     (seal, claim), read it back, unpickle, unlink: the floor of one file per
     batch (this module's ``floor-files``, and ``bench.micro.batch_cost``'s).
+    With ``image`` the pickle travels inside a SQLite database (``floor-sqlite``).
     """
     data = pickle.dumps(events, protocol=pickle.HIGHEST_PROTOCOL)
+    if image is not None:
+        data = image.encode(data)
     loading, ready, claimed = (os.path.join(folder, f"{state}_{seq}") for state in "lrc")
     fd = os.open(loading, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -200,20 +233,24 @@ def floor_round_trip(folder: str, seq: int, events: list) -> list:
     os.rename(loading, ready)
     os.rename(ready, claimed)
     with open(claimed, "rb") as f:
-        got = pickle.loads(f.read())
+        data = f.read()
+    if image is not None:
+        data = image.decode(data)
+    got = pickle.loads(data)
     os.unlink(claimed)
     return got
 
 
-def bench_floor_files(loops: int, batch: int) -> float:
+def bench_floor_files(loops: int, batch: int, sqlite: bool = False) -> float:
     """CPU per ``loops`` events of the bare file steps, one batch of ``batch`` at a time (see the module doc)."""
     tmp = tempfile.mkdtemp(prefix="tq-floor-", dir=QUEUE_DIR)
+    image = _SQLiteImage() if sqlite else None
     try:
         t0 = time.process_time()
         done = seq = 0
         while done < loops:
             n = min(batch, loops - done)
-            got = floor_round_trip(tmp, seq, [make_event(done + i) for i in range(n)])
+            got = floor_round_trip(tmp, seq, [make_event(done + i) for i in range(n)], image)
             assert len(got) == n
             done += n
             seq += 1
@@ -270,6 +307,7 @@ def main() -> None:
             results.append(runner.bench_time_func(f"turbo-put-capture_put-{batch}", bench_turbo, batch, False,
                                                   False, "put"))
         results.append(runner.bench_time_func(f"floor-files-{batch}", bench_floor_files, batch))
+        results.append(runner.bench_time_func(f"floor-sqlite-{batch}", bench_floor_files, batch, True))
     if runner.args.worker or any(r is None for r in results):
         return
     print_ratios(pyperf.BenchmarkSuite(results))
