@@ -109,6 +109,10 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pin", nargs="?", const=True, default=None, type=_bool_arg, metavar="BOOL",
                    help="each process its own core where there are enough (recorded per row "
                         "as pinned); '--pin false' turns it off")
+    g.add_argument("--calibrate", choices=("round", "once"), default=None,
+                   help="calibrate the busy loop at the start of every repeat round (round, the "
+                        "default: the loop follows the machine's speed, each round's cells are "
+                        "checked against its own) or only at the start (once)")
     g.add_argument("--cell-timeout", type=float, metavar="SECONDS")
     g.add_argument("--max-repeats", type=int, metavar="N",
                    help="adaptive repeats: a cell whose events/s spread exceeds the report's noise "

@@ -250,6 +250,8 @@ def collect_meta(sweep: dict, calibration: dict, extra: dict | None = None) -> d
     meta.update(machine_state())
     meta.setdefault("shuffle_seed", None)
     meta.setdefault("pin", False)
+    # Later rounds' calibrations, filled by the sweep as each round starts.
+    meta.setdefault("calibrations", {})
     # Runs without adaptive repeats (a scenario's own loop) say so; their
     # writer fills elapsed_s when it finishes.
     meta.setdefault("adaptive", None)

@@ -155,7 +155,10 @@ META_KEYS = {
     "shuffle_seed": "int: seed of the per-repeat backend order",
     "pin": "bool: --pin (each process its own core where there are enough)",
     "sweep": "dict: the sweep config actually run (axes after overrides)",
-    "calibration": "dict: busy-loop calibration (iterations per us, measured us per call)",
+    "calibration": "dict: busy-loop calibration (iterations per us, measured us per call) of the "
+                   "sweep's start: repeat round 0's, and what producers = auto was sized from",
+    "calibrations": "dict: repeat round (str) -> the calibration its cells ran and were checked "
+                    "against, for rounds after 0 (sweep.calibrate = 'round'; empty with 'once')",
     "started_utc": "str",
     "finished_utc": "str or null",
     "pyperf": "dict: pyperf's collected metadata",
@@ -197,4 +200,5 @@ SWEEP_SCALARS = (
     "max_repeats",
     "time_budget",
     "pin",
+    "calibrate",
 )

@@ -52,6 +52,26 @@ fastest, so the cells compared most often run back to back; repeat ``r`` of
 every cell runs before repeat ``r + 1`` of any, so drift in the machine
 (thermal, background load) spreads over all cells instead of biasing one.
 
+The busy loop is calibrated again at the start of every repeat round
+(``calibrate = "round"``, the default; ``"once"``: the sweep's first
+calibration for every round), and each round's cells run that round's loop
+and are checked against its cost (work drift, bench.measuring.validity).
+Within a round every backend runs the same loop, so the pairs the report
+compares stay like for like; across rounds the loop follows the machine.  A
+calibration minutes old is a poor reference for a machine whose speed moves
+slowly (thermal limits, a neighbour's long job): on the 2-core VM one
+calibration for a whole sweep fell in a fast spell and the cells after it
+cost a median 44% more (``results/20261207T010717Z-vm/``); calibrated per
+round, the same command's cells were a median 25% off their round's
+calibration (``results/20261207T012534Z-vm/``, the rounds' counts for 20 us
+ranging 1,070-1,722 iterations), and as few stayed within the 10% the check
+allows (9 of 96 against 8): there the speed also moves within seconds, which
+no calibration follows, and the check is right to refuse those cells.  The
+calibrations are recorded in meta.json (``calibration``: round 0, also what
+the producer counts were sized from; ``calibrations``: later rounds), so
+``--resume`` reuses them, and the report's header gives each setting's
+iteration counts over the rounds: how far the machine's speed moved.
+
 Open-loop cells (``rates``, ``rate_fractions``; bench.measuring.schedule)
 are added beside every closed-loop cell (of ``open_loop_batch_sizes`` and
 ``open_loop_backends`` only, when given; unbatched backends count as any
@@ -102,6 +122,8 @@ DEFAULT_REPEAT = 3
 DEFAULT_MAX_BUFFERED = 10_000
 #: ``max_buffered_events = "auto"``: the bound follows the cell (see bench.measuring.cell.buffer_bound).
 AUTO_BUFFER = "auto"
+#: ``calibrate``: once per repeat round (the default), or once per sweep.
+CALIBRATE_ROUND, CALIBRATE_ONCE = "round", "once"
 
 AXES = SWEEP_AXES
 SCALARS = SWEEP_SCALARS
@@ -153,6 +175,8 @@ class SweepConfig:
     open_loop_backends: list[str] | None = None
     #: Each process of a cell on a core of its own where there are enough.
     pin: bool = False
+    #: "round": calibrate the busy loop at the start of every repeat round; "once": at the start only.
+    calibrate: str = CALIBRATE_ROUND
     name: str = "custom"
     description: str = ""
     source: str | None = None
@@ -420,6 +444,11 @@ def build_config(
         if not isinstance(data["pin"], bool):
             raise SweepConfigError(f"pin: expected true or false, got {data['pin']!r}")
         cfg.pin = data["pin"]
+    if data.get("calibrate") is not None:
+        if data["calibrate"] not in (CALIBRATE_ROUND, CALIBRATE_ONCE):
+            raise SweepConfigError(f"calibrate: expected {CALIBRATE_ROUND!r} (every repeat round) or "
+                                   f"{CALIBRATE_ONCE!r} (the start only), got {data['calibrate']!r}")
+        cfg.calibrate = data["calibrate"]
     if data.get("cell_timeout") is not None:
         cfg.cell_timeout = _number("cell_timeout", data["cell_timeout"], 0.0, strict=True)
         if cfg.cell_timeout <= cfg.warmup + cfg.duration:
@@ -713,8 +742,9 @@ def run_sweep(
                 f"warning: resuming on {here[0]} ({here[1]} cores), the sweep started on "
                 f"{recorded[0]} ({recorded[1]} cores): its rows will mix two machines"
             )
-        # The recorded calibration, not a fresh one: the busy loop must be the
-        # same for every row of a result set.
+        # The recorded calibrations, not fresh ones: the busy loop must be the
+        # same for every row of a round (a round not begun yet calibrates
+        # when it starts, as it would have).
         calibration = meta["calibration"]
         done = res.done_keys(out)
         queue_dir = queue_dir or meta.get("queue_dir_requested")
@@ -739,6 +769,7 @@ def run_sweep(
             "shuffle_seed": cfg.shuffle_seed, "elapsed_s": 0.0, "adaptive": None, "pin": cfg.pin})
         meta["queue_dir_requested"] = queue_dir
         done = set()
+    meta.setdefault("calibrations", {})
 
     work_root = Path(queue_dir) if queue_dir else out / ".work"
     work_root.mkdir(parents=True, exist_ok=True)
@@ -809,7 +840,20 @@ def run_sweep(
     spent_before = float(meta.get("elapsed_s") or 0.0)
     ran_s: list[float] = []
 
+    def calibration_for(r: int) -> dict:
+        """The calibration of round ``r``: recorded, or measured now, as the round starts."""
+        if r == 0 or cfg.calibrate == CALIBRATE_ONCE:
+            return calibration
+        cal = meta["calibrations"].get(str(r))
+        if cal is None:
+            cal = meta["calibrations"][str(r)] = calibrate(
+                tuple(cfg.work_us), tuple(cfg.workloads), tuple(cfg.event_bytes))
+            res.write_meta(out, meta)
+        return cal
+
     def run_one(r: int, cell: Cell) -> None:
+        # Before the cell's clock starts: a round's calibration is not its first cell's time.
+        cal = calibration_for(r)
         t_cell = time.monotonic()
         label = f"{cell.cell_id} r{r}"
         if bar:
@@ -818,7 +862,7 @@ def run_sweep(
         if why:
             row, description = failed_row(cell, run, r, why), {}
         else:
-            row, description = run_cell(cell, run, calibration, repeat=r, offered_rate=offered)
+            row, description = run_cell(cell, run, cal, repeat=r, offered_rate=offered)
         rates.record(row)
         if supply.AUTO in cfg.producers:
             row["producers_setting"] = producers_setting(cfg, cell)

@@ -334,6 +334,30 @@ def _warnings_section(doc, rs: ResultSet, cells, fails, scns, recs, fits_by_scn)
         doc.ul(items)
 
 
+def _calibration_text(meta: dict) -> str:
+    """The busy loop's iteration count per work setting, over the rounds that calibrated it.
+
+    Per round (``calibrate = "round"``) the spread says how far the machine's
+    speed moved between rounds: the same 20 us took fewer iterations in a
+    slow spell.
+    """
+    first = meta.get("calibration") or {}
+    cals = [first] + [c for _, c in sorted((meta.get("calibrations") or {}).items(), key=lambda kv: int(kv[0]))]
+    per_setting: dict[str, list[int]] = {}
+    for cal in cals:
+        for work, n in (cal.get("busy_iterations") or {}).items():
+            per_setting.setdefault(work, []).append(n)
+    if not per_setting:
+        return "no busy work calibrated"
+    how = f"calibrated in each of {len(cals)} rounds" if len(cals) > 1 else "calibrated once"
+    parts = []
+    for work in sorted(per_setting, key=float):
+        counts = per_setting[work]
+        span = f"{min(counts):,}" if min(counts) == max(counts) else f"{min(counts):,}-{max(counts):,}"
+        parts.append(f"{work} us = {span} iterations")
+    return f"{how}: " + "; ".join(parts)
+
+
 def _machine_section(doc, rs: ResultSet, cores):
     meta = rs.meta
     doc.h(2, "Machine and sweep")
@@ -355,6 +379,7 @@ def _machine_section(doc, rs: ResultSet, cores):
         ],
         ["schema version", meta.get("schema_version", "?")],
         ["cells / rows", f"{rs.runs['cell_id'].nunique()} / {len(rs.runs)}"],
+        ["busy loop", _calibration_text(meta)],
     ]
     doc.table(["", ""], rows)
     doc.p(

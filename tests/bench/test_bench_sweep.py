@@ -121,6 +121,7 @@ def test_unbatched_backends_and_named_workloads_are_deduplicated():
         ({"backends": ["mpq"], "start_methods": ["thread"]}, "start_methods"),
         ({"backends": ["mpq"], "consumers": ["lots"]}, "consumers"),
         ({"backends": ["mpq"], "warmup": 1, "duration": 1, "cell_timeout": 2}, "cell_timeout"),
+        ({"backends": ["mpq"], "calibrate": "sometimes"}, "calibrate"),
     ],
 )
 def test_bad_values_name_their_key(raw, key):
@@ -536,12 +537,15 @@ def test_cli_open_loop_and_pin_flags_and_the_reproduce_command_round_trip():
     from bench.presenting.report import reproduce_command
 
     args = build_parser().parse_args(["sweep", "--backends", "turbo", "--rate", "2000,500",
-                                      "--rate-fractions", "0.25", "--pin"])
+                                      "--rate-fractions", "0.25", "--pin", "--calibrate", "once"])
     cfg = _sweep_config(args, warn=lambda m: None)
     assert cfg.rates == [500.0, 2000.0] and cfg.rate_fractions == [0.25] and cfg.pin is True
+    assert cfg.calibrate == "once"
     cmd, _ = reproduce_command({"sweep": cfg.to_dict()})
     again = _sweep_config(build_parser().parse_args(cmd.split()[3:]), warn=lambda m: None)
     assert (again.rates, again.rate_fractions, again.pin) == (cfg.rates, cfg.rate_fractions, True)
+    assert again.calibrate == "once"
+    assert _sweep_config(build_parser().parse_args(["sweep"]), warn=lambda m: None).calibrate == "round"
     assert [c.cell_id for c in plan_cells(again)] == [c.cell_id for c in plan_cells(cfg)]
     off = build_parser().parse_args(["sweep", "--pin", "false"])
     assert off.pin is False
@@ -594,3 +598,79 @@ def test_extra_repeats_go_to_closed_loop_cells_only(tmp_path, monkeypatch):
     # An open-loop cell's events/s is its offered rate: its spread says
     # nothing, so it keeps its planned repeats.
     assert runs == {closed: 3, closed + "-rate1000": 2}
+
+
+def _numbered_calibrations(monkeypatch, sweep):
+    """Patch the sweep's calibrate: the n-th call returns a calibration marked n."""
+    made: list[int] = []
+
+    def numbered(*a, **k):
+        made.append(len(made))
+        return {"iterations_per_us": 1.0, "n": made[-1], "measured_us": {}}
+
+    monkeypatch.setattr(sweep, "calibrate", numbered)
+    return made
+
+
+@pytest.mark.parametrize("mode", ["round", "once"])
+def test_every_round_runs_and_is_checked_against_its_own_calibration(tmp_path, monkeypatch, mode):
+    from bench.measuring import sweep
+
+    made = _numbered_calibrations(monkeypatch, sweep)
+    seen: list = []
+    fake = _fake_run_cell({}, [])
+
+    def recording(cell, run, calibration, repeat=0, offered_rate=None):
+        seen.append((repeat, calibration["n"]))
+        return fake(cell, run, calibration, repeat, offered_rate)
+
+    monkeypatch.setattr(sweep, "run_cell", recording)
+    monkeypatch.setattr(sweep.res, "write_pyperf", lambda *a, **k: None)
+    cfg = build_config({"backends": ["mpq-batch", "mpq"], "batch_sizes": [100], "repeat": 3,
+                        "calibrate": mode}, cores=2)
+    sweep.run_sweep(cfg, tmp_path / "out", progress=False, say=lambda m: None)
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert len(seen) == 6  # 2 cells x 3 repeats
+    if mode == "round":
+        # Round r ran calibration r (round 0: the one made at the start),
+        # every cell of a round the same one.
+        assert sorted(set(seen)) == [(0, 0), (1, 1), (2, 2)]
+        assert made == [0, 1, 2]
+        assert {r: c["n"] for r, c in meta["calibrations"].items()} == {"1": 1, "2": 2}
+    else:
+        assert {n for _, n in seen} == {0} and made == [0]
+        assert meta["calibrations"] == {}
+    assert meta["calibration"]["n"] == 0 and meta["sweep"]["calibrate"] == mode
+
+
+def test_a_resumed_round_keeps_the_calibration_it_started_with(tmp_path, monkeypatch):
+    from bench.measuring import sweep
+
+    made = _numbered_calibrations(monkeypatch, sweep)
+    seen: list = []
+    fake = _fake_run_cell({}, [])
+    interrupt = {"at": (1, 1)}  # the second cell of round 1
+
+    def stopping(cell, run, calibration, repeat=0, offered_rate=None):
+        at_round = [r for r, _ in seen].count(repeat)
+        if interrupt["at"] == (repeat, at_round):
+            interrupt["at"] = None
+            raise KeyboardInterrupt
+        seen.append((repeat, calibration["n"]))
+        return fake(cell, run, calibration, repeat, offered_rate)
+
+    monkeypatch.setattr(sweep, "run_cell", stopping)
+    monkeypatch.setattr(sweep.res, "write_pyperf", lambda *a, **k: None)
+    cfg = build_config({"backends": ["mpq-batch", "mpq"], "batch_sizes": [100], "repeat": 3}, cores=2)
+    out = tmp_path / "out"
+    outcome = sweep.run_sweep(cfg, out, progress=False, say=lambda m: None)
+    assert outcome.interrupted and seen == [(0, 0), (0, 0), (1, 1)]
+    sweep.run_sweep(None, out, resume=True, progress=False, say=lambda m: None)
+    # Round 1's last cell ran the loop its round began with, not a new one;
+    # round 2, not begun before the interruption, calibrated as it started.
+    assert seen == [(0, 0), (0, 0), (1, 1), (1, 1), (2, 2), (2, 2)]
+    assert made == [0, 1, 2]
+    rows = read_runs(out)
+    assert sorted((r["cell_id"], int(r["repeat"])) for r in rows) == sorted(
+        {(r["cell_id"], int(r["repeat"])) for r in rows})
+    assert len(rows) == 6

@@ -196,3 +196,15 @@ def test_latency_budget_takes_a_unit():
     for bad in ("fast", "-5ms", "0", "5 hours"):
         with pytest.raises(argparse.ArgumentTypeError, match="positive duration"):
             parse_duration_ms(bad)
+
+
+def test_the_header_gives_the_busy_loop_of_every_round():
+    from bench.presenting.report import _calibration_text
+
+    once = {"calibration": {"busy_iterations": {"20": 1541, "200": 15000}}, "calibrations": {}}
+    assert _calibration_text(once) == "calibrated once: 20 us = 1,541 iterations; 200 us = 15,000 iterations"
+    rounds = {"calibration": {"busy_iterations": {"20": 1541}},
+              "calibrations": {"2": {"busy_iterations": {"20": 1300}}, "1": {"busy_iterations": {"20": 1541}}}}
+    # The spread over the rounds: how far the machine's speed moved between them.
+    assert _calibration_text(rounds) == "calibrated in each of 3 rounds: 20 us = 1,300-1,541 iterations"
+    assert _calibration_text({"calibration": {"iterations_per_us": 70.0}}) == "no busy work calibrated"
