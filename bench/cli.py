@@ -167,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-us", type=_csv(float, "--work-us"), default=[0.0, 10.0, 50.0, 200.0])
     p.add_argument("--workloads", type=_csv(str, "--workloads"), default=["busy"])
     p.add_argument("--event-bytes", type=_csv(int, "--event-bytes"), default=[300])
+    p.add_argument("--watch", type=float, metavar="SECONDS",
+                   help="instead: sample the busy loop's speed every 50 ms for SECONDS and print how "
+                        "steady it was (quantiles, and the share of samples >10%% from the median: "
+                        "cells run then would fail the work-drift check)")
     sub.add_parser("backends", help="list backends and whether they are usable")
     for name, (_, help_text) in DELEGATED.items():
         # Parsed by the delegate itself; listed here for --help.
@@ -237,8 +241,16 @@ def cmd_sweep(args) -> tuple[int, Path | None]:
 def cmd_calibrate(args) -> int:
     import psutil
 
-    from bench.measuring.work import calibrate
+    from bench.measuring.work import calibrate, speed_summary, speed_trace
 
+    if args.watch is not None:
+        if not args.watch > 0:
+            raise UsageError(f"--watch: expected a positive number of seconds, got {args.watch!r}")
+        summary = speed_summary(speed_trace(args.watch))
+        summary["watch_s"] = args.watch
+        summary["cpu_count_logical"] = psutil.cpu_count(logical=True)
+        print(json.dumps(summary, indent=2))
+        return 0
     cal = calibrate(tuple(args.work_us), tuple(args.workloads), tuple(args.event_bytes))
     cal["cpu_count_logical"] = psutil.cpu_count(logical=True)
     cal["cpu_count_physical"] = psutil.cpu_count(logical=False)

@@ -211,6 +211,48 @@ def work_cost_us(
     return calibration.get("measured_us", {}).get(_cost_key(workload, work_us, event_bytes))
 
 
+def speed_trace(seconds: float, sample_s: float = 0.005, gap_s: float = 0.05) -> list[float]:
+    """The busy loop's CPU cost, ns per iteration, sampled every ``gap_s`` for ``seconds``.
+
+    Each sample runs the loop for about ``sample_s`` of CPU and times it with
+    the thread's CPU clock; between samples the thread sleeps, as a consumer
+    waiting for work does.  How steady the machine is, before trusting any
+    sweep on it: on the 2-core VM consecutive samples alternated between
+    about 11 and 19 ns per iteration (``python -m bench calibrate --watch 15``).
+    """
+    n = 50_000
+    t0 = time.thread_time_ns()
+    _busy_loop(n)
+    per_iter = max(time.thread_time_ns() - t0, 1) / n
+    n = max(1000, int(sample_s * 1e9 / per_iter))
+    out = []
+    end = time.monotonic() + seconds
+    while True:
+        t0 = time.thread_time_ns()
+        _busy_loop(n)
+        out.append((time.thread_time_ns() - t0) / n)
+        if time.monotonic() + gap_s >= end:
+            return out
+        time.sleep(gap_s)
+
+
+def speed_summary(samples: list[float]) -> dict:
+    """Quantiles of a :func:`speed_trace` and the share of samples more than 10% from its median."""
+    ordered = sorted(samples)
+
+    def q(f: float) -> float:
+        return ordered[min(len(ordered) - 1, int(f * len(ordered)))]
+
+    median = statistics.median(ordered)
+    return {
+        "samples": len(ordered),
+        "ns_per_iteration": {"min": ordered[0], "p10": q(0.1), "median": median, "p90": q(0.9),
+                             "max": ordered[-1]},
+        "max_over_min": ordered[-1] / ordered[0],
+        "share_off_median_by_10pct": sum(abs(x - median) > 0.1 * median for x in ordered) / len(ordered),
+    }
+
+
 #: Test-only hook: a consumer multiplies its busy work by this factor after
 #: its first in-cell burst, so that a test can make the work's cost change
 #: mid-cell and check that the cell is marked invalid (work drift).

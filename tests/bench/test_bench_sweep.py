@@ -362,6 +362,22 @@ def test_cli_backends_and_calibrate(capsys):
     cal = json.loads(capsys.readouterr().out)
     assert cal["iterations_per_us"] > 0 and "busy:5" in cal["measured_us"]
     assert cal["cpu_count_logical"] == os.cpu_count()
+    assert main(["calibrate", "--watch", "0.3"]) == 0
+    watch = json.loads(capsys.readouterr().out)
+    q = watch["ns_per_iteration"]
+    assert watch["samples"] >= 3 and 0 < q["min"] <= q["p10"] <= q["median"] <= q["p90"] <= q["max"]
+    assert main(["calibrate", "--watch", "0"]) == 2
+    assert "--watch" in capsys.readouterr().err
+
+
+def test_the_speed_summary_counts_the_samples_of_another_speed():
+    from bench.measuring.work import speed_summary
+
+    # A machine that runs at one of two speeds, as the 2-core VM does.
+    two = speed_summary([11.0] * 3 + [19.0] * 7)
+    assert two["ns_per_iteration"]["median"] == 19.0 and two["ns_per_iteration"]["p10"] == 11.0
+    assert two["share_off_median_by_10pct"] == 0.3 and two["max_over_min"] == 19.0 / 11.0
+    assert speed_summary([10.0, 10.5, 9.8])["share_off_median_by_10pct"] == 0.0
 
 
 def test_auto_buffer_bound_follows_the_cell():
