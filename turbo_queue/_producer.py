@@ -136,6 +136,8 @@ class Producer:
         #: The TypeError of items dropped by a seal that no call has raised yet.
         self._dropped_error: TypeError | None = None
         self._first_put = 0.0  # monotonic time of the oldest unsealed item
+        # batch_size="auto": when the previous seal was sized, in wall and process CPU time.
+        self._sized_at, self._sized_cpu = time.monotonic(), time.process_time()
         self._closed = False
         # True once put must stop and find out why: this producer is closed,
         # or the background thread saw the CLOSED marker (a hint that put
@@ -660,9 +662,17 @@ class Producer:
         return True
 
     def _resize_locked(self, nbytes: int) -> None:
-        """batch_size="auto": the next batch's size, from the ready count after this seal."""
+        """batch_size="auto": the next batch's size, from the ready count after this seal.
+
+        The process's CPU time since the previous seal tells a busy producer
+        from an idle one (AutoBatchSize.BUSY): one clock read per seal.
+        """
+        now, cpu = time.monotonic(), time.process_time()
+        wall = now - self._sized_at
+        busy = (cpu - self._sized_cpu) / wall if wall > 0 else 0.0
+        self._sized_at, self._sized_cpu = now, cpu
         self._batch_size = self._sizing.after_seal(self._recorded, nbytes, self._ready_now(),
-                                                   time.monotonic() - self._first_put)
+                                                   now - self._first_put, busy)
 
     def _wait_for_room(self, deadline: float | None, wait: bool, for_put: bool = False) -> bool:
         max_ready = self._max_ready

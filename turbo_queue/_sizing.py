@@ -53,6 +53,29 @@ nothing per event) and between puts, from the producer's background thread:
   memory below kept; in a rerun of the same sweep auto fell short at 0.9
   with 1 consumer at 20 us and reached 0.89 of batch 1000 at 200 us with 1
   consumer (results/20261206T193349Z-vm);
+* **a busy producer** (its process on the CPU for at least
+  :attr:`AutoBatchSize.BUSY` of the time since its previous seal) never
+  shrinks a batch below :attr:`AutoBatchSize.MIN_FILL` of filling, and
+  grows one that fills faster, whatever the consumers do.  Sealing early
+  is free only to a producer with time to spare: a batch's fixed cost
+  (the file, the SQLite image, the rename: about 0.25 ms of the producer's
+  CPU on the 2-core VM) comes out of a busy producer's rate.  Without this
+  bound, consumers faster than their producer (waiting for work at every
+  seal) shrank the size to a few events, each seal then cost the producer
+  more than its events, and it fell further behind: in closed loop at 0 us
+  of work with 2 consumers, auto's batches averaged 8.6 events and it
+  carried 0.05 (0.02-0.37) of batch 1000's events/s, 24,773 against about
+  500,000 (``results/20261207T013542Z-vm``).  A producer at a low or
+  moderate rate is mostly idle and keeps the smallest batches (the busy
+  share is what tells the two apart: the fill time alone does not, since a
+  saturated producer's batches also fill quickly).  A step down is taken
+  only from :attr:`AutoBatchSize.MIN_FILL_BAND` times MIN_FILL, so that it
+  never makes a batch quick again (no hunting between the two).  What it
+  costs is latency where the producer is busy but keeps up: its batches
+  fill for 1.5 ms or more where batch 100 would fill sooner (above ~65,000
+  events/s), and a producer that spins while it waits for events (the
+  harness's open-loop producers above ~20,000 events/s: ``sched_yield`` in
+  a loop) is busy as far as its CPU time tells;
 * anything in between holds the size, and a step is taken only after
   :attr:`AutoBatchSize.PATIENCE` seals in a row saw the same condition;
 * a size that led to a backlog is remembered, and shrinking stops above it
@@ -101,6 +124,17 @@ class AutoBatchSize:
     #: Seconds an open batch may fill while no batch is ready and every known
     #: consumer is busy: a consumer never seen busy (so not known) waits no longer.
     LINGER = 0.010
+    #: A busy producer's batches fill for at least this long (seconds): at the
+    #: 2-core VM's 0.25 ms of producer CPU per batch, at most a seventh of its time.
+    MIN_FILL = 0.0015
+    #: ... and shrink only from this many times MIN_FILL: a step down (SHRINK)
+    #: then leaves them at MIN_FILL or more, a step up (GROW) from under it
+    #: below this, so the size settles instead of hunting.
+    MIN_FILL_BAND = 1.5
+    #: The share of a core the producer's process used since its previous seal
+    #: at or above which it counts as busy (a producer that shares its cores
+    #: with its consumers, on the CPU half the time, is one).
+    BUSY = 0.5
 
     def __init__(self, max_batch_size: int = 10_000, max_batch_bytes: int | None = None,
                  min_batch_size: int = 1, initial: int | None = None) -> None:
@@ -133,23 +167,31 @@ class AutoBatchSize:
             limit = min(limit, max(1, int(self.max_batch_bytes // self._item_bytes)))
         return max(self.min_batch_size, limit)
 
-    def after_seal(self, count: int, nbytes: int, ready: int, fill_s: float) -> int:
+    def after_seal(self, count: int, nbytes: int, ready: int, fill_s: float, busy: float) -> int:
         """A batch of ``count`` items, ``nbytes`` of records, was sealed; ``ready`` batches wait now.
 
-        ``fill_s``: seconds from the batch's first item to its seal (no
-        default: both the growth bound and the memory's clock read it).
-        Returns the size to seal the next batch at.
+        ``fill_s``: seconds from the batch's first item to its seal; ``busy``:
+        the share of a core the producer's process used since its previous
+        seal (CPU time over wall time).  No defaults: the growth bound, the
+        memory's clock and the busy producer's bound read them.  Returns the
+        size to seal the next batch at.
         """
         if count > 0:
             self._item_bytes = nbytes / count
-        if ready >= self.GROW_AT:
+        backlog = ready >= self.GROW_AT
+        busy_producer = busy >= self.BUSY
+        if backlog:
             if fill_s >= self.GROW_FILL:
                 # Big enough that its fixed cost no longer matters (see the
                 # module's docstring): the backlog is the consumers' work.
                 self._streak = 0
             else:
                 self._streak = self._streak + 1 if self._streak > 0 else 1
-        elif ready <= self.SHRINK_AT:
+        elif busy_producer and fill_s < self.MIN_FILL:
+            # Too small for a producer with no time to spare, whether or not
+            # the consumers wait (see the module's docstring).
+            self._streak = self._streak + 1 if self._streak > 0 else 1
+        elif ready <= self.SHRINK_AT and not (busy_producer and fill_s < self.MIN_FILL_BAND * self.MIN_FILL):
             self._streak = self._streak - 1 if self._streak < 0 else -1
         else:
             self._streak = 0
@@ -161,7 +203,9 @@ class AutoBatchSize:
             self._too_small = math.floor(self._too_small * self.SHRINK)
             self._too_small_age = 0.0
         if self._streak >= self.PATIENCE:
-            if size >= self._too_small:
+            # Only a backlog says the consumers could not keep up with this
+            # size; a busy producer's growth is no floor for shrinking later.
+            if backlog and size >= self._too_small:
                 self._too_small, self._too_small_age = size, 0.0
             size = math.ceil(size * self.GROW)
             self._streak = 0
