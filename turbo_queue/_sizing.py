@@ -72,7 +72,7 @@ nothing per event) and between puts, from the producer's background thread:
   only from :attr:`AutoBatchSize.MIN_FILL_BAND` times MIN_FILL, so that it
   never makes a batch quick again (no hunting between the two).  What it
   costs is latency where the producer is busy but keeps up: its batches
-  fill for 1.5 ms or more where batch 100 would fill sooner (above ~65,000
+  fill for 2 ms or more where batch 100 would fill sooner (above 50,000
   events/s), and a producer that spins while it waits for events (the
   harness's open-loop producers above ~20,000 events/s: ``sched_yield`` in
   a loop) is busy as far as its CPU time tells;
@@ -125,8 +125,11 @@ class AutoBatchSize:
     #: consumer is busy: a consumer never seen busy (so not known) waits no longer.
     LINGER = 0.010
     #: A busy producer's batches fill for at least this long (seconds): at the
-    #: 2-core VM's 0.25 ms of producer CPU per batch, at most a seventh of its time.
-    MIN_FILL = 0.0015
+    #: 2-core VM's 0.25 ms of producer CPU per batch, at most an eighth of its
+    #: time.  1.5 ms was tried: in the closed-loop cells at 0 us of work auto
+    #: then carried 0.86 and 0.79 of batch 1000's events/s where 2 ms gave 0.96
+    #: and 0.99 (results/20261207T014711Z-vm, 20261207T014228Z-vm; both noisy).
+    MIN_FILL = 0.002
     #: ... and shrink only from this many times MIN_FILL: a step down (SHRINK)
     #: then leaves them at MIN_FILL or more, a step up (GROW) from under it
     #: below this, so the size settles instead of hunting.
