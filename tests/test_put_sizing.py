@@ -15,6 +15,20 @@ import turbo_queue
 from turbo_queue._sizing import AutoBatchSize
 
 
+def at_size(policy, n, ready, idle, check):
+    """(seal now?, the count to look again at), as Producer decides when ``n`` items reach the size.
+
+    A batch at its size (or at the count a deferred batch is looked at
+    again, ``check``) is sealed unless every consumer is busy and nothing
+    is ready (``defer_seal``): then it fills on to ``next_check``.
+    """
+    if n < (check or policy.size):
+        return False, check
+    if policy.defer_seal(n, ready, idle):
+        return False, policy.next_check(n)
+    return True, check
+
+
 def simulate(rate, seconds=10.0, per_batch=300e-6, per_event=3e-6, tick=0.005, dt=0.0001,
              max_batch_size=10_000, rate_after=None, fixed=None, waits=None, wake_on_ack=True,
              consumers=1, slow=None):
@@ -71,12 +85,7 @@ def simulate(rate, seconds=10.0, per_batch=300e-6, per_event=3e-6, tick=0.005, d
         if fixed is not None:
             seal = n >= fixed or (n >= 1 and first is not None and t - first >= 1.0 - tick)
         else:
-            seal = False
-            if n >= (check or policy.size):
-                if policy.defer_seal(n, len(ready), idle):
-                    check = policy.next_check(n)
-                else:
-                    seal = True
+            seal, check = at_size(policy, n, len(ready), idle, check)
             woken = wake_on_ack and acked
             if not seal and (t >= next_tick or woken):
                 if t >= next_tick:
@@ -271,12 +280,7 @@ def simulate_closed(seconds=2.0, put_cost=2e-6, seal_cost=250e-6, per_batch=250e
         if fixed is not None:
             seal = pending >= fixed
         else:
-            seal = False
-            if pending >= (check or policy.size):
-                if policy.defer_seal(pending, len(ready), idle):
-                    check = policy.next_check(pending)
-                else:
-                    seal = True
+            seal, check = at_size(policy, pending, len(ready), idle, check)
             if not seal and t >= next_tick:
                 next_tick += tick
                 seal = policy.seal_now(pending, len(ready), idle, t - first)
