@@ -252,6 +252,8 @@ def collect_meta(sweep: dict, calibration: dict, extra: dict | None = None) -> d
     meta.setdefault("pin", False)
     # Later rounds' calibrations, filled by the sweep as each round starts.
     meta.setdefault("calibrations", {})
+    # A scenario's own loop watches no speed.
+    meta.setdefault("machine_speed", None)
     # Runs without adaptive repeats (a scenario's own loop) say so; their
     # writer fills elapsed_s when it finishes.
     meta.setdefault("adaptive", None)

@@ -159,6 +159,9 @@ META_KEYS = {
                    "sweep's start: repeat round 0's, and what producers = auto was sized from",
     "calibrations": "dict: repeat round (str) -> the calibration its cells ran and were checked "
                     "against, for rounds after 0 (sweep.calibrate = 'round'; empty with 'once')",
+    "machine_speed": "dict or null: the busy loop's speed sampled every 50 ms for watch_s seconds before "
+                     "the first cell (bench.measuring.work.speed_summary: ns_per_iteration quantiles, "
+                     "max_over_min, share_off_median_by_10pct, samples)",
     "started_utc": "str",
     "finished_utc": "str or null",
     "pyperf": "dict: pyperf's collected metadata",

@@ -104,7 +104,7 @@ from bench.measuring.backends.base import AUTO_BATCH, is_auto
 from bench.measuring.cell import Cell, CellRun, failed_row, leaked_children, run_cell
 from bench.measuring.machine import usable_cores
 from bench.measuring.schedule import RateResolver, frac_load, parse_load, rate_load
-from bench.measuring.work import WORKLOADS, calibrate, work_cost_us
+from bench.measuring.work import WORKLOADS, calibrate, speed_summary, speed_trace, work_cost_us
 from bench.schema import SWEEP_AXES, SWEEP_SCALARS
 
 try:
@@ -122,6 +122,8 @@ DEFAULT_REPEAT = 3
 DEFAULT_MAX_BUFFERED = 10_000
 #: ``max_buffered_events = "auto"``: the bound follows the cell (see bench.measuring.cell.buffer_bound).
 AUTO_BUFFER = "auto"
+#: Seconds the busy loop's speed is sampled before the first cell (meta.json's machine_speed).
+SPEED_WATCH_S = 1.0
 #: ``calibrate``: once per repeat round (the default), or once per sweep.
 CALIBRATE_ROUND, CALIBRATE_ONCE = "round", "once"
 
@@ -763,10 +765,15 @@ def run_sweep(
             "calibrating the busy loop ..."
         )
         calibration = calibrate(tuple(cfg.work_us), tuple(cfg.workloads), tuple(cfg.event_bytes))
+        # How steady the CPU's speed is, before any cell: the report warns
+        # when it moved so much that cells with work will fail the drift check.
+        speed = speed_summary(speed_trace(SPEED_WATCH_S))
+        speed["watch_s"] = SPEED_WATCH_S
         if cfg.shuffle_seed is None:
             cfg.shuffle_seed = random.SystemRandom().randrange(2**31)
         meta = res.collect_meta(cfg.to_dict(), calibration, {
-            "shuffle_seed": cfg.shuffle_seed, "elapsed_s": 0.0, "adaptive": None, "pin": cfg.pin})
+            "shuffle_seed": cfg.shuffle_seed, "elapsed_s": 0.0, "adaptive": None, "pin": cfg.pin,
+            "machine_speed": speed})
         meta["queue_dir_requested"] = queue_dir
         done = set()
     meta.setdefault("calibrations", {})

@@ -305,6 +305,9 @@ def _why_count(rec: Recommendation, thr: float) -> str:
 
 def _warnings_section(doc, rs: ResultSet, cells, fails, scns, recs, fits_by_scn):
     items = list(rs.warnings)
+    unsteady = _speed_warning(rs.meta.get("machine_speed"))
+    if unsteady:
+        items.append(unsteady[0].upper() + unsteady[1:] + ".")
     if not fails.empty:
         cells_failed = cells[cells["failed"]]
         items.append(
@@ -358,6 +361,32 @@ def _calibration_text(meta: dict) -> str:
     return f"{how}: " + "; ".join(parts)
 
 
+#: A share of speed samples off their median by more than 10% above which the report warns.
+UNSTEADY_SHARE = 0.10
+
+
+def _speed_text(speed: dict | None) -> str:
+    """meta.json's machine_speed in words (bench.measuring.work.speed_summary)."""
+    if not speed:
+        return "not sampled"
+    q = speed["ns_per_iteration"]
+    return (f"{q['median']:.1f} ns per busy-loop iteration (p10-p90 {q['p10']:.1f}-{q['p90']:.1f}, "
+            f"min-max {q['min']:.1f}-{q['max']:.1f}) over {speed['samples']} samples in "
+            f"{speed.get('watch_s', '?')} s; {speed['share_off_median_by_10pct']:.0%} more than 10% "
+            "from the median")
+
+
+def _speed_warning(speed: dict | None) -> str | None:
+    """A warning when the CPU's speed moved before the sweep as much as the drift check allows, else None."""
+    if not speed or speed["share_off_median_by_10pct"] <= UNSTEADY_SHARE:
+        return None
+    return (f"this machine's CPU speed was not steady before the sweep: "
+            f"{speed['share_off_median_by_10pct']:.0%} of the busy loop's 5 ms samples were more than "
+            f"10% from their median, the fastest {speed['max_over_min']:.1f}x the slowest. Cells with "
+            "work will often fail the work-drift check (10%) and be left out; `python -m bench calibrate "
+            "--watch 15` shows it again")
+
+
 def _machine_section(doc, rs: ResultSet, cores):
     meta = rs.meta
     doc.h(2, "Machine and sweep")
@@ -380,6 +409,7 @@ def _machine_section(doc, rs: ResultSet, cores):
         ["schema version", meta.get("schema_version", "?")],
         ["cells / rows", f"{rs.runs['cell_id'].nunique()} / {len(rs.runs)}"],
         ["busy loop", _calibration_text(meta)],
+        ["CPU speed before the sweep", _speed_text(meta.get("machine_speed"))],
     ]
     doc.table(["", ""], rows)
     doc.p(

@@ -224,6 +224,9 @@ def test_tiny_sweep_end_to_end_and_pyperf_compare(tmp_path):
     rows = _check_result_dir(a, expected_rows=2)
     assert [int(r["repeat"]) for r in rows] == [0, 1]
     assert leaked_children() == []
+    # The CPU's speed was sampled before the first cell, for the report.
+    speed = json.loads((a / "meta.json").read_text())["machine_speed"]
+    assert speed["samples"] >= 5 and speed["ns_per_iteration"]["median"] > 0
     assert main(["sweep", *TINY, "--repeat", "1", "--out", str(b)]) == 0
     _check_result_dir(b, expected_rows=1)
     out = subprocess.run(

@@ -208,3 +208,34 @@ def test_the_header_gives_the_busy_loop_of_every_round():
     # The spread over the rounds: how far the machine's speed moved between them.
     assert _calibration_text(rounds) == "calibrated in each of 3 rounds: 20 us = 1,300-1,541 iterations"
     assert _calibration_text({"calibration": {"iterations_per_us": 70.0}}) == "no busy work calibrated"
+
+
+def _speed(share: float) -> dict:
+    return {"samples": 20, "watch_s": 1.0, "max_over_min": 1.9, "share_off_median_by_10pct": share,
+            "ns_per_iteration": {"min": 11.7, "p10": 12.1, "median": 19.7, "p90": 21.2, "max": 22.9}}
+
+
+def test_an_unsteady_cpu_before_the_sweep_is_a_warning(tmp_path):
+    import json
+    import shutil
+
+    from bench.presenting.report import _speed_text, _speed_warning
+
+    assert _speed_text(None) == "not sampled"
+    assert "19.7 ns per busy-loop iteration (p10-p90 12.1-21.2" in _speed_text(_speed(0.35))
+    assert _speed_warning(_speed(0.05)) is None and _speed_warning(None) is None
+    # A committed set, its meta given the speed the 2-core VM showed: the
+    # report's warnings say so, with the command that measures it again.
+    src = REPO / "results" / "20261207T015054Z-vm"
+    for share, warned in ((0.35, True), (0.05, False)):
+        d = tmp_path / f"set{share}"
+        d.mkdir()
+        for name in ("meta.json", "runs.csv", "bench.json"):
+            shutil.copy(src / name, d / name)
+        meta = json.loads((d / "meta.json").read_text())
+        meta["machine_speed"] = _speed(share)
+        (d / "meta.json").write_text(json.dumps(meta))
+        assert main([str(d), "--out", str(d / "report"), "--no-html"]) == 0
+        md = (d / "report" / "report.md").read_text()
+        assert ("CPU speed was not steady before the sweep: 35%" in md) is warned
+        assert "| CPU speed before the sweep | 19.7 ns per busy-loop iteration" in md
