@@ -321,9 +321,11 @@ def test_a_busy_producer_grows_quick_batches_and_holds_them_within_the_band():
     # An idle producer's quick batches shrink, as ever: the growth left no floor.
     idle = [policy.after_seal(policy.size, 16_000, ready=1, fill_s=fill / 10, busy=0.1) for _ in range(30)]
     assert idle == sorted(idle, reverse=True) and idle[-1] == 1
-    # Below BUSY the producer counts as idle.
-    assert AutoBatchSize(initial=100).after_seal(100, 16_000, ready=1, fill_s=fill / 10,
-                                                 busy=AutoBatchSize.BUSY - 0.01) == 100
+    # Below BUSY the producer counts as idle (its quick batches shrink), at BUSY as busy (they grow).
+    for busy, after in ((AutoBatchSize.BUSY - 0.01, [100, 75]), (AutoBatchSize.BUSY, [100, 150])):
+        policy = AutoBatchSize(initial=100)
+        assert [policy.after_seal(policy.size, 16_000, ready=1, fill_s=fill / 10, busy=busy)
+                for _ in range(2)] == after, busy
 
 
 def test_busy_consumers_let_the_batch_fill_and_an_idle_one_gets_it_at_once():
