@@ -712,6 +712,11 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _calibrate(cfg: SweepConfig) -> dict:
+    """The busy loop and the work settings of ``cfg``, measured now (a round's calibration)."""
+    return calibrate(tuple(cfg.work_us), tuple(cfg.workloads), tuple(cfg.event_bytes))
+
+
 def run_sweep(
     cfg: SweepConfig | None,
     out_dir: str | os.PathLike,
@@ -764,7 +769,7 @@ def run_sweep(
             f"machine: {cores} logical / {psutil.cpu_count(logical=False)} physical cores; "
             "calibrating the busy loop ..."
         )
-        calibration = calibrate(tuple(cfg.work_us), tuple(cfg.workloads), tuple(cfg.event_bytes))
+        calibration = _calibrate(cfg)
         # How steady the CPU's speed is, before any cell: the report warns
         # when it moved so much that cells with work will fail the drift check.
         speed = speed_summary(speed_trace(SPEED_WATCH_S))
@@ -853,8 +858,7 @@ def run_sweep(
             return calibration
         cal = meta["calibrations"].get(str(r))
         if cal is None:
-            cal = meta["calibrations"][str(r)] = calibrate(
-                tuple(cfg.work_us), tuple(cfg.workloads), tuple(cfg.event_bytes))
+            cal = meta["calibrations"][str(r)] = _calibrate(cfg)
             res.write_meta(out, meta)
         return cal
 

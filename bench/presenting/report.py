@@ -307,7 +307,7 @@ def _warnings_section(doc, rs: ResultSet, cells, fails, scns, recs, fits_by_scn)
     items = list(rs.warnings)
     unsteady = _speed_warning(rs.meta.get("machine_speed"))
     if unsteady:
-        items.append(unsteady[0].upper() + unsteady[1:] + ".")
+        items.append(unsteady)
     if not fails.empty:
         cells_failed = cells[cells["failed"]]
         items.append(
@@ -380,11 +380,11 @@ def _speed_warning(speed: dict | None) -> str | None:
     """A warning when the CPU's speed moved before the sweep as much as the drift check allows, else None."""
     if not speed or speed["share_off_median_by_10pct"] <= UNSTEADY_SHARE:
         return None
-    return (f"this machine's CPU speed was not steady before the sweep: "
+    return (f"This machine's CPU speed was not steady before the sweep: "
             f"{speed['share_off_median_by_10pct']:.0%} of the busy loop's 5 ms samples were more than "
             f"10% from their median, the fastest {speed['max_over_min']:.1f}x the slowest. Cells with "
             "work will often fail the work-drift check (10%) and be left out; `python -m bench calibrate "
-            "--watch 15` shows it again")
+            "--watch 15` shows it again.")
 
 
 def _machine_section(doc, rs: ResultSet, cores):
