@@ -182,16 +182,85 @@ def test_claimed_batches_are_counted_and_tell_whether_a_consumer_is_idle(qpath):
         assert p._ready.idle_consumer()  # no claim seen: nothing says a consumer is busy
         c.get_batch(timeout=0)  # holds one claimed batch
         p._ready.count(1000)
-        assert p._ready._claimed == 1 and not p._ready.idle_consumer()
+        assert held(p) == 1 and not p._ready.idle_consumer()
         c.ack()
         p._ready.count(1000)
-        assert p._ready._claimed == 0 and p._ready.idle_consumer()
+        assert held(p) == 0 and p._ready.idle_consumer()
         c.get_batch(timeout=0)
         c.release()  # back to ready: no longer claimed
         p._ready.count(1000)
-        assert p._ready._claimed == 0 and p._ready.idle_consumer()
+        assert held(p) == 0 and p._ready.idle_consumer()
         # A listing (the timer's, or near the limit) counts the claimed names too.
         c.get_batch(timeout=0)
         p._ready.relist_after = 0.0
         p._ready.count(1000)
-        assert p._ready._claimed == 1 and not p._ready.idle_consumer()
+        assert held(p) == 1 and not p._ready.idle_consumer()
+
+
+def held(p) -> int:
+    """Claimed batches the producer's count sees held now."""
+    return sum(p._ready._holding.values())
+
+
+def test_a_second_consumer_is_known_from_its_first_claim(qpath, monkeypatch):
+    # Two consumers that never work at the same time: counted as the most
+    # claims seen at once they were one, and the producer saw that one busy
+    # while the other idled (ReadyCount.consumers).
+    from turbo_queue._folder import ReadyCount
+
+    q = turbo_queue.Queue(qpath, batch_size=1, max_batch_age=None)
+    with q.producer() as p, q.consumer() as c1, q.consumer() as c2:
+        if not watching(p):
+            pytest.skip("no inotify here")
+        p._ready.relist_after = float("inf")
+        for i in range(4):
+            p.put(i)
+        c1.get_batch(timeout=0)
+        p._ready.count(1000)
+        assert p._ready.consumers() == 1 and not p._ready.idle_consumer()
+        c1.ack()
+        c2.get_batch(timeout=0)
+        p._ready.count(1000)
+        # c2 works, c1 waits: one of the two known consumers is idle.
+        assert p._ready.consumers() == 2 and held(p) == 1 and p._ready.idle_consumer()
+        c1.get_batch(timeout=0)
+        p._ready.count(1000)
+        assert held(p) == 2 and not p._ready.idle_consumer()
+        # Forgotten CONSUMER_KEPT seconds after its last claim or ack, but
+        # never while it holds a claim.
+        c2.ack()
+        p._ready.count(1000)
+        monkeypatch.setattr(ReadyCount, "CONSUMER_KEPT", 0.0)
+        p._ready._pruned_at = float("-inf")
+        assert p._ready.consumers() == 1 and not p._ready.idle_consumer()  # c1, holding
+        c1.ack()
+        p._ready.count(1000)
+        p._ready._pruned_at = float("-inf")
+        assert p._ready.consumers() == 0 and p._ready.idle_consumer()  # nothing says any is busy
+
+
+def test_an_auto_producer_with_two_busy_consumers_seals_at_the_size(qpath, monkeypatch):
+    # With one consumer busy and nothing ready the open batch fills on past
+    # its size (tests/test_put_sizing.py); with two, the events past the
+    # size go to the next consumer to free up, so the batch is sealed at it.
+    from turbo_queue import _producer
+    from turbo_queue._sizing import AutoBatchSize
+
+    monkeypatch.setattr(_producer, "AUTO_TICK", 3600.0)
+    monkeypatch.setattr(_producer, "CLOSED_CHECK_INTERVAL", 3600.0)
+    monkeypatch.setattr(AutoBatchSize, "LINGER", 3600.0)
+    q = turbo_queue.Queue(qpath, batch_size="auto", max_batch_age=None)
+    with q.producer() as p, q.consumer() as c1, q.consumer() as c2:
+        if not watching(p):
+            pytest.skip("no inotify here")
+        for item in ("a", "b"):
+            p.put(item)
+            p.flush()
+        assert sorted(c1.get_batch(timeout=30) + c2.get_batch(timeout=30)) == ["a", "b"]  # both busy
+        size = p.batch_size  # the two quick seals may have grown it: it changes only at a seal
+        for i in range(size + 50):
+            p.put(i)
+        assert p._ready.consumers() == 2 and not p._ready.idle_consumer()
+        assert not p._deferring and p.sealed_batches == 3 and p.pending == 50
+        ready = [_naming.parse_batch_name(n) for n in queue_files(qpath) if n.startswith(_naming.READY)]
+        assert [b.count for b in ready] == [size]

@@ -411,28 +411,36 @@ class ReadyCount:
     limit or within RELIST_AFTER) corrects; ``max_ready`` is a bound that
     racing producers may already pass by one each.
 
-    The same events keep the number of claimed batches (a claim renames a
-    ready name to a claimed one, an ack deletes it, a release or recovery
-    renames it back): how many consumers are busy, for ``batch_size="auto"``,
-    which hands an idle consumer the open batch at once and lets it fill
-    while every consumer is busy (:meth:`idle_consumer`).
+    The same events keep the claimed batches by their owner (a claim renames
+    a ready name to a claimed one that names the consumer, an ack deletes
+    it, a release or recovery renames it back): which consumers exist and
+    which of them are busy, for ``batch_size="auto"``, which hands an idle
+    consumer the open batch at once and lets it fill while its one consumer
+    is busy (:meth:`idle_consumer`, :meth:`consumers`).
     """
 
     #: List when the count is within this many batches of the limit.
     NEAR = 2
     #: List at least this often (seconds) while counting from events.
     RELIST_AFTER = 1.0
+    #: A consumer is known for this many seconds after its last claim or ack
+    #: (and while it holds a claim): one that left the queue stops counting
+    #: as idle then.  Long, because forgetting a live one is the dearer
+    #: mistake: see :meth:`idle_consumer`.
+    CONSUMER_KEPT = 10.0
 
-    __slots__ = ("_busy_max", "_claimed", "_count", "_folder", "_listed_at", "_valid", "_waiter", "listings",
-                 "relist_after")
+    __slots__ = ("_count", "_folder", "_holding", "_listed_at", "_pruned_at", "_seen", "_valid", "_waiter",
+                 "listings", "relist_after")
 
     def __init__(self, folder: Folder, waiter: FolderWaiter) -> None:
         self._folder = folder
         self._waiter = waiter
         self._count = 0
-        #: Claimed batches now, and the most seen at once (the consumers known to exist).
-        self._claimed = 0
-        self._busy_max = 0
+        #: Claimed batches held now, by the owner text of their claimed names.
+        self._holding: dict[bytes, int] = {}
+        #: Every consumer known, by owner text: when its last claim or ack was seen.
+        self._seen: dict[bytes, float] = {}
+        self._pruned_at = 0.0
         self._valid = False
         self._listed_at = 0.0
         #: Listings made (for tests and diagnostics).
@@ -441,7 +449,7 @@ class ReadyCount:
         waiter.listener = self._apply
 
     def _apply(self, buf: bytes) -> None:
-        count, claimed = self._count, self._claimed
+        count, holding, seen, now = self._count, self._holding, self._seen, None
         for mask, name in iter_events(buf):
             if mask & LOST:
                 self._valid = False
@@ -452,15 +460,20 @@ class ReadyCount:
                     elif mask & LEFT:
                         count -= 1
                 elif name.startswith(_CLAIMED_B):
+                    owner = name[2:name.find(b"__", 2)]  # c_<owner>__r_...: see _naming
                     if mask & ARRIVED:
-                        claimed += 1
+                        holding[owner] = holding.get(owner, 0) + 1
                     elif mask & LEFT:
-                        claimed -= 1
+                        # Counted twice or missed around a listing (see
+                        # above): never below 0.
+                        if holding.get(owner, 0) > 1:
+                            holding[owner] -= 1
+                        else:
+                            holding.pop(owner, None)
+                    if now is None:
+                        now = time.monotonic()  # once per read of the watch, not per event
+                    seen[owner] = now
         self._count = count
-        # Counted twice or missed around a listing (see above): never below 0.
-        self._claimed = claimed = max(0, claimed)
-        if claimed > self._busy_max:
-            self._busy_max = claimed
 
     def count(self, limit: int) -> int:
         """Ready batches now: from the events when far below ``limit``, from a listing otherwise."""
@@ -469,25 +482,53 @@ class ReadyCount:
         if (not watching or not self._valid or self._count + self.NEAR >= limit
                 or now - self._listed_at >= self.relist_after):
             scan = self._folder.scan()
-            self._count, self._claimed = len(scan.ready), len(scan.claimed)
-            self._busy_max = max(self._busy_max, self._claimed)
+            self._count = len(scan.ready)
+            holding: dict[bytes, int] = {}
+            for name in scan.claimed:
+                owner = name[2:name.find("__", 2)].encode()
+                holding[owner] = holding.get(owner, 0) + 1
+                self._seen[owner] = now
+            self._holding = holding
             self.listings += 1
             self._valid = watching
             self._listed_at = now
         return self._count
 
+    def consumers(self) -> int:
+        """The consumers known (fresh after :meth:`count`): those holding a claim or seen within CONSUMER_KEPT.
+
+        Counted by the owner their claimed names carry, so a consumer is
+        known from its first claim, whether or not it was ever busy at the
+        same time as the others.  Counting the most claims seen at once
+        instead left a consumer that only ever worked while the others
+        waited unknown: at a moderate rate with 2 consumers the producer
+        then saw its one known consumer busy and let the open batch fill
+        while the other idled (``test_a_second_consumer_is_known_from_its_first_claim``).
+        """
+        now = time.monotonic()
+        if now - self._pruned_at >= 1.0:
+            self._pruned_at = now
+            holding, kept = self._holding, now - self.CONSUMER_KEPT
+            for owner in [o for o, at in self._seen.items() if at < kept and o not in holding]:
+                del self._seen[owner]
+        return len(self._seen)
+
     def idle_consumer(self) -> bool:
         """Whether some consumer is idle, as far as claims tell (fresh after :meth:`count`).
 
-        A consumer holds one claimed batch while it works, so fewer claimed
-        batches than the most ever seen claimed at once means one of those
-        consumers has none; with no claim ever seen nothing says any is busy.
-        The consumers are counted from what was seen: one that never worked
-        while all the others did is not known, and the caller bounds how
-        long it lets a batch fill for that case (AutoBatchSize.LINGER).  The
-        claims of a consumer that died count until recovery returns them.
+        A consumer holds a claimed batch while it works, so fewer consumers
+        holding one than consumers known (:meth:`consumers`) means one of
+        them has none; with no claim ever seen nothing says any is busy.
+        One that never claimed is not known, and the caller bounds how long
+        it lets a batch fill for that case (AutoBatchSize.LINGER).  A
+        consumer that left counts as idle for CONSUMER_KEPT seconds (the
+        producer then seals sooner than it needs to); a live one forgotten
+        would be the dearer mistake, its work left to the others while the
+        batch fills.  The claims of a consumer that died count until
+        recovery returns them.
         """
-        return self._busy_max == 0 or self._claimed < self._busy_max
+        known = self.consumers()
+        return known == 0 or len(self._holding) < known
 
 
 class ReadyArrivals:

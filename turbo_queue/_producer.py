@@ -642,17 +642,17 @@ class Producer:
         return self._ready.count(self._max_ready or _NO_LIMIT)
 
     def _defer_locked(self, count: int) -> bool:
-        """batch_size="auto", the open batch at its size: fill on while every consumer is busy?
+        """batch_size="auto", the open batch at its size: fill on while its one consumer is busy?
 
-        Sealed now, it would wait in ready for the first busy consumer to
-        finish; filling on until one is free (the background thread seals it
+        Sealed now, it would wait in ready for that consumer to finish;
+        filling on until it is free (the background thread seals it
         then, see _tick) costs those events nothing and the consumers fewer
         batches.  The size the seal is checked at moves up (AutoBatchSize.next_check).
         """
         sizing = self._sizing
         if sizing is None or self._halted:
             return False
-        if not sizing.defer_seal(count, self._ready_now(), self._ready.idle_consumer()):
+        if not sizing.defer_seal(count, self._ready_now(), self._ready.idle_consumer(), self._ready.consumers()):
             return False
         self._batch_size = sizing.next_check(count)
         self._set_fast_limit()
@@ -757,8 +757,8 @@ def _flush_loop(ref: weakref.ref[Producer], stop: threading.Event, wake: threadi
             interval = min(interval, AUTO_TICK)
         fd = -1
         if producer._deferring and not producer._halted and not producer._closed:
-            # A batch fills past its size because every consumer is busy: the
-            # first ack (a watched event) frees one, and waking only at the
+            # A batch fills past its size because its one consumer is busy:
+            # its ack (a watched event) frees it, and waking only at the
             # next tick would leave it idle for up to a tick, which near
             # capacity costs more than the batch saves
             # (tests/test_put_sizing.py, test_near_capacity_auto_waits_no_longer_than_batch_100).
