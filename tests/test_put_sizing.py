@@ -397,6 +397,11 @@ def test_a_busy_producer_grows_quick_batches_and_holds_them_within_the_band():
         policy = AutoBatchSize(initial=100)
         assert [policy.after_seal(policy.size, 16_000, ready=1, fill_s=fill / 10, busy=busy)
                 for _ in range(2)] == after, busy
+    # A batch the background thread sealed early for an idle consumer (fewer
+    # items than the size) filled quickly because it was sealed early, not
+    # because the size fills quickly: it holds the size.
+    policy = AutoBatchSize(initial=100)
+    assert [policy.after_seal(40, 6_400, ready=1, fill_s=fill / 10, busy=0.9) for _ in range(4)] == [100] * 4
 
 
 def test_busy_consumers_let_the_batch_fill_and_an_idle_one_gets_it_at_once():
