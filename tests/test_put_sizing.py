@@ -496,7 +496,7 @@ def test_auto_queue_fills_the_batch_while_the_consumer_is_busy_and_seals_it_at_t
         assert c.get_batch(timeout=30) == ["first"]  # claimed, not acked: the consumer is busy
         for i in range(500):
             p.put(i)
-        # Past the size (100), every consumer busy and nothing ready: no seal.
+        # Past the size (100), its one consumer busy and nothing ready: no seal.
         assert p.sealed_batches == 1 and p.pending == 500 and p._deferring
         # The producer's thread goes from its (hour-long) tick to the watch.
         deadline = time.monotonic() + 30

@@ -144,8 +144,8 @@ class AutoBatchSize:
     MEMORY = 0.5
     #: A backlog grows the size only while a batch fills in less than this (seconds).
     GROW_FILL = 0.010
-    #: Seconds an open batch may fill while no batch is ready and every known
-    #: consumer is busy: a consumer never seen busy (so not known) waits no longer.
+    #: Seconds an open batch may fill while no batch is ready and no known
+    #: consumer is idle: a consumer that never claimed (so not known) waits no longer.
     LINGER = 0.010
     #: A busy producer's batches fill for at least this long (seconds): at the
     #: 2-core VM's 0.25 ms of producer CPU per batch, at most an eighth of its
@@ -268,7 +268,7 @@ class AutoBatchSize:
 
         Yes when no batch waits and a consumer is ``idle`` (or the oldest
         item has ``waited`` :attr:`LINGER` seconds: the consumers are counted
-        from their claims, and one never seen busy is not known).
+        from their claims, and one that never claimed is not known).
         """
         return pending > 0 and ready == 0 and (idle or waited >= cls.LINGER)
 
