@@ -460,7 +460,7 @@ class ReadyCount:
                     elif mask & LEFT:
                         count -= 1
                 elif name.startswith(_CLAIMED_B):
-                    owner = name[2:name.find(b"__", 2)]  # c_<owner>__r_...: see _naming
+                    owner = naming.claimed_owner_text(name)
                     if mask & ARRIVED:
                         holding[owner] = holding.get(owner, 0) + 1
                     elif mask & LEFT:
@@ -485,7 +485,7 @@ class ReadyCount:
             self._count = len(scan.ready)
             holding: dict[bytes, int] = {}
             for name in scan.claimed:
-                owner = name[2:name.find("__", 2)].encode()
+                owner = naming.claimed_owner_text(name).encode()
                 holding[owner] = holding.get(owner, 0) + 1
                 self._seen[owner] = now
             self._holding = holding

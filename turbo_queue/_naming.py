@@ -77,6 +77,7 @@ import secrets
 import socket
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import AnyStr
 
 __all__ = [
     "CLOSED_MARKER",
@@ -330,6 +331,18 @@ def parse_claimed_name(name: str) -> ClaimedName | None:
     if owner is None:
         return None
     return ClaimedName(owner, ready)
+
+
+def claimed_owner_text(name: AnyStr) -> AnyStr:
+    """The owner text of a claimed name (``c_<owner>__r_...``), cut out without a parse.
+
+    For counting claims by owner from every rename event and listing
+    (_folder.ReadyCount): str from a listing, bytes from the watch.  A name
+    that does not follow the grammar gives some text, never an error; it
+    only ever names one more consumer.
+    """
+    sep = b"__" if isinstance(name, bytes) else "__"
+    return name[2:name.find(sep, 2)]
 
 
 def claimed_name(owner: Owner, ready_name: str) -> str:
