@@ -133,6 +133,15 @@ def p99_wait(waits) -> float:
     return float("nan")
 
 
+# The 2-core VM's cell at 20 us of work with 2 consumers, as simulate sees
+# it: about 22 us of consumer CPU per event and 400 us per batch, the
+# open-loop producer busy (it spins between events), the consumers' CPU 1.7
+# times slower for 50 ms of every 200 (the VM's speed flips about that much
+# from one 50 ms sample to the next: `python -m bench calibrate --watch`).
+VM_20US_TWO_CONSUMERS = {"per_batch": 400e-6, "per_event": 22e-6, "consumers": 2,
+                         "slow": (0.2, 0.05, 1.7), "busy": 1.0}
+
+
 def test_idle_consumers_get_the_open_batch_at_once():
     policy = AutoBatchSize()
     assert policy.seal_now(pending=5, ready=0)
@@ -261,8 +270,7 @@ def test_a_start_before_the_consumers_claim_is_not_remembered():
     # of work, 35,000 events/s, slow spells, the producer busy), the
     # consumers claiming nothing for their first 50 ms: with the start
     # remembered auto's p99 wait was 6.6 ms against batch 100's 3.9.
-    cost = {"per_batch": 400e-6, "per_event": 22e-6, "seconds": 2.0, "consumers": 2,
-            "slow": (0.2, 0.05, 1.7), "busy": 1.0, "start": 0.05}
+    cost = {**VM_20US_TWO_CONSUMERS, "seconds": 2.0, "start": 0.05}
     auto, b100 = [], []
     simulate(35_000, event_waits=auto, **cost)
     simulate(35_000, fixed=100, event_waits=b100, **cost)
@@ -293,19 +301,16 @@ def test_two_consumers_near_capacity_on_a_noisy_machine_wait_no_longer_than_batc
 
 @pytest.mark.parametrize("share", [0.5, 0.6])
 def test_two_consumers_at_half_their_capacity_wait_no_longer_than_batch_100(share):
-    # The 2-core VM's cell at 20 us of work with 2 consumers and 35,000
-    # events/s offered (about half of what they carry there), the open-loop
-    # producer busy (it spins between events), the consumers' CPU 1.7 times
-    # slower for 50 ms of every 200 (the VM's speed flips about that much
-    # from one 50 ms sample to the next: `python -m bench calibrate --watch`).
-    # Waits per event, to the hand-over: the harness's queue wait.  When the
-    # open batch filled on past its size while both consumers were busy
-    # (defer_seal with 2 consumers) the events past the size waited behind
-    # the size's in one consumer while the other freed up: p99 7.6 ms at 0.5
-    # (batch 100: 4.5) and 14.3 at 0.6 (batch 100: 11.0), as the harness
-    # saw (18-22 against ~4 ms in 3 of 4 runs at 35,000/s).
-    cost = {"per_batch": 400e-6, "per_event": 22e-6, "seconds": 10.0, "consumers": 2,
-            "slow": (0.2, 0.05, 1.7), "busy": 1.0}
+    # The 2-core VM's cell at 20 us of work with 2 consumers
+    # (VM_20US_TWO_CONSUMERS) and 35,000 events/s offered (about half of
+    # what they carry there).  Waits per event, to the hand-over: the
+    # harness's queue wait.  When the open batch filled on past its size
+    # while both consumers were busy (defer_seal with 2 consumers) the
+    # events past the size waited behind the size's in one consumer while
+    # the other freed up: p99 7.6 ms at 0.5 (batch 100: 4.5) and 14.3 at 0.6
+    # (batch 100: 11.0), as the harness saw (18-22 against ~4 ms in 3 of 4
+    # runs at 35,000/s).
+    cost = {**VM_20US_TWO_CONSUMERS, "seconds": 10.0}
     rate = share * 2 / cost["per_event"]
     auto, b100 = [], []
     simulate(rate, event_waits=auto, **cost)
