@@ -37,6 +37,18 @@ and given as median (min-max).  The verdict is ``wins``,
 ``loses``, ``matches`` (closed loop: every repeat within ``TOLERANCE``) or
 ``cannot decide`` (the repeats straddle the line, or fewer than 2 pairs),
 with a reason in words.
+
+An open-loop verdict on the paired p99s ("lower/higher in every repeat")
+carries its ``chance``: how likely every one of its n pairs falls on that
+side when auto and the best fixed size are alike and the machine's noise
+alone orders each pair (a sign test: 0.5 ** n).  With 3 pairs that is 1 in
+8, and a sweep with four to six loads in between then reads "loses" at one
+of them by chance alone about half the time: on the 2-core VM, two runs
+each of auto-two-consumers.toml and two-core.toml lost one load in between
+in 3 runs of 4, a different load each time, and the same loads at 8 pairs
+(auto-between.toml, results/20261207T114814Z-vm) lost none.  The goal line
+says how many such readings chance alone makes likely, so that a lone loss
+is read with its odds; an undecided load says how many pairs fell each way.
 """
 
 from __future__ import annotations
@@ -81,13 +93,15 @@ class Ratio:
     lo: float = math.nan
     hi: float = math.nan
     n: int = 0
+    #: Pairs whose ratio is above 1 (auto's figure the higher).
+    above: int = 0
 
     @classmethod
     def of(cls, values) -> Ratio:
         v = np.asarray([x for x in values if x == x and math.isfinite(x)], dtype=float)
         if not v.size:
             return cls()
-        return cls(float(np.median(v)), float(v.min()), float(v.max()), int(v.size))
+        return cls(float(np.median(v)), float(v.min()), float(v.max()), int(v.size), int((v > 1).sum()))
 
     def text(self, digits: int = 2) -> str:
         if self.median != self.median:
@@ -134,6 +148,9 @@ class AutoComparison:
     qwait_p99: Ratio = field(default_factory=Ratio)
     latency_p99: Ratio = field(default_factory=Ratio)
     pairs: int = 0
+    #: Open loop, a verdict on the paired p99s: the chance of every pair on
+    #: the verdict's side when the two are alike (0.5 ** pairs); NaN otherwise.
+    chance: float = math.nan
     basis: str = USABLE
     verdict: str = UNDECIDED
     reason: str = ""
@@ -277,6 +294,10 @@ def _compare(scenario: dict, load: str, n: int, auto: pd.DataFrame,
     c.qwait_p99 = ratios("queue_wait_p99_ms")
     c.latency_p99 = ratios("latency_p99_ms")
     c.verdict, c.reason = _verdict(c)
+    if (not c.closed and c.fixed_offered_rate and c.auto_carries == c.best_carries
+            and c.latency_p99.n >= MIN_PAIRS):
+        # Judged on the paired p99s: the last rule of _verdict.
+        c.chance = 0.5 ** c.latency_p99.n
     return c
 
 
@@ -314,11 +335,13 @@ def _verdict(c: AutoComparison) -> tuple[str, str]:
     r = c.latency_p99
     if r.n < MIN_PAIRS:
         return UNDECIDED, f"fewer than {MIN_PAIRS} paired repeats with a p99 latency"
+    odds = f"{r.n} of {r.n} pairs, 1 in {2 ** r.n} if the two were alike"
     if r.hi < 1:
-        return WINS, f"lower p99 latency than {best} in every repeat"
+        return WINS, f"lower p99 latency than {best} in every repeat, {odds}"
     if r.lo > 1:
-        return LOSES, f"higher p99 latency than {best} in every repeat"
-    return UNDECIDED, f"p99 latency above {best}'s in some repeats and below in others ({r.text()})"
+        return LOSES, f"higher p99 latency than {best} in every repeat, {odds}"
+    return UNDECIDED, (f"p99 latency above {best}'s in {r.above} of {r.n} pairs and not in the "
+                       f"others ({r.text()})")
 
 
 def load_label(c: AutoComparison) -> str:
@@ -366,5 +389,13 @@ def goal_lines(comparisons: list[AutoComparison]) -> list[str]:
                      + "; never worse in every repeat elsewhere")
         else:
             text += "met at " + ", ".join(load_label(c) for c in between)
+        paired = [c for c in between if c.chance == c.chance]
+        if paired:
+            ns = sorted({c.latency_p99.n for c in paired})
+            n_text = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+            text += (f". {len(paired)} of these loads were judged on {n_text} paired repeats each: "
+                     f"were auto and the best alike at all of them, about "
+                     f"{sum(c.chance for c in paired):.2g} would read 'loses' by chance alone "
+                     f"(sign test)")
         lines.append(text)
     return lines

@@ -219,3 +219,37 @@ def test_fixed_sizes_short_of_a_much_higher_rate_give_auto_no_win(tmp_path):
     c = _by_load(path)[("frac:0.5", 1)]
     assert not c.fixed_offered_rate
     assert c.verdict == UNDECIDED and "fell short" in c.why_not, c.reason
+
+
+def test_a_verdict_on_paired_p99s_states_its_odds_and_the_goal_line_what_chance_alone_gives(lose_set):
+    from bench.analysing.auto import goal_lines
+
+    rs = load_result_set(lose_set)
+    (s,) = scenarios(aggregate(rs.runs))
+    cs = compare_auto(rs.runs, s)
+    paired = [c for c in cs if not c.closed and c.verdict == LOSES and c.auto_carries]
+    assert paired, [(c.load, c.verdict, c.reason) for c in cs]
+    for c in paired:
+        # Every pair on one side: the sign test's chance when auto and the best are alike.
+        assert c.chance == 0.5 ** c.latency_p99.n == 0.5 ** c.pairs
+        assert f"1 in {2 ** c.pairs} if the two were alike" in c.reason
+    assert all(c.chance != c.chance for c in cs if c.closed)  # NaN: no paired p99 verdict
+    (between,) = [line for line in goal_lines(cs) if line.startswith("in between")]
+    judged = [c for c in cs if c.chance == c.chance and c.load != "frac:0.1"]
+    assert f"{len(judged)} of these loads were judged on 3 paired repeats" in between, between
+    assert f"about {sum(c.chance for c in judged):.2g} would read 'loses' by chance alone" in between
+
+
+@pytest.mark.parametrize("ratios, verdict, words", [
+    ([1.1, 1.3, 1.2], LOSES, "in every repeat, 3 of 3 pairs, 1 in 8 if the two were alike"),
+    ([0.7, 0.9, 0.8, 0.6], WINS, "in every repeat, 4 of 4 pairs, 1 in 16 if the two were alike"),
+    ([0.8, 1.2, 1.5], "cannot decide", "above batch 100's in 2 of 3 pairs and not in the others"),
+])
+def test_the_paired_p99_verdict_counts_the_pairs_on_each_side(ratios, verdict, words):
+    from bench.analysing.auto import AutoComparison, Ratio, _verdict
+
+    c = AutoComparison({}, "rate:35000", 2, best_batch=100)
+    c.latency_p99 = Ratio.of(ratios)
+    got, reason = _verdict(c)
+    assert got == verdict and words in reason, reason
+    assert c.latency_p99.above == sum(r > 1 for r in ratios)
