@@ -30,7 +30,11 @@ Verdicts need :data:`MIN_PAIRS` pairs: ``turbo ahead`` (every paired ratio
 above 1), ``peer ahead`` (every one below 1), else ``cannot decide``; and,
 apart from who is ahead, ``within 10%`` says whether every pair is at or
 above ``1 - WITHIN`` (yes), every pair below it (no), or the pairs straddle
-it (undecided).
+it (undecided).  An "ahead" verdict carries its ``chance``: how likely all
+of its n pairs fall on that side when turbo and the peer are alike and the
+machine's noise alone orders each pair (a sign test, 0.5 ** n: 1 in 4 at 2
+pairs, 1 in 8 at 3).  It says nothing of how far apart the pairs are: a
+ratio of 3 in every pair is more than its odds alone show, one of 1.02 less.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class PeerComparison:
     left_out_reason: str
     verdict: str
     within: str  # "yes", "no", "undecided", "" (no verdict)
+    #: An "ahead" verdict: the chance of every pair on its side when the two are alike (0.5 ** pairs); else NaN.
+    chance: float = math.nan
 
     def sentence(self) -> str:
         if not self.pairs:
@@ -184,4 +190,5 @@ def _compare(n: int, bs, peer: str, peer_bs, turbo: pd.DataFrame, other: pd.Data
         turbo_producers=producers(turbo), peer_producers=producers(other),
         pairs=ratio.n, left_out=left, left_out_reason=reasons[0] if reasons else "",
         verdict=verdict, within=within,
+        chance=0.5 ** ratio.n if verdict in (TURBO_AHEAD, PEER_AHEAD) else math.nan,
     )

@@ -32,7 +32,9 @@ def peers_section(doc, comparisons_by_scenario: list[tuple[dict, list[PeerCompar
         "producer-bound side's ratio is then a bound, not a tie). A pair with a flagged repeat "
         "counts for nothing. A verdict needs 2 "
         f"pairs or more; \"within {WITHIN:.0%}\" asks whether every pair is at or above "
-        f"{1 - WITHIN:.2f}."
+        f"{1 - WITHIN:.2f}. \"Ahead\" means every pair on one side; \"odds if alike\" is how often "
+        "that happens when the two are alike and the machine's noise alone orders each pair (a "
+        "sign test: 1 in 2^n for n pairs). It ignores how far apart the pairs are."
     )
     for s, cs in todo:
         doc.h(3, f"peers: {scenario_label(s)}")
@@ -43,10 +45,12 @@ def peers_section(doc, comparisons_by_scenario: list[tuple[dict, list[PeerCompar
                 f"{c.turbo_producers} / {c.peer_producers}",
                 _eps(c.turbo_eps), _eps(c.peer_eps), c.ratio.text(),
                 c.basis or "-", f"{c.pairs} ({c.left_out} left out)",
-                f"**{c.verdict}**" if c.verdict else "-", c.within or "-",
+                f"**{c.verdict}**" if c.verdict else "-",
+                f"1 in {round(1 / c.chance)}" if c.chance == c.chance else "-", c.within or "-",
             ])
         doc.table(["peer", "consumers", "batch", "producers turbo / peer", "turbo events/s",
-                   "peer events/s", "ratio", "basis", "pairs", "verdict", f"within {WITHIN:.0%}"], rows)
+                   "peer events/s", "ratio", "basis", "pairs", "verdict", "odds if alike",
+                   f"within {WITHIN:.0%}"], rows)
         notes = [f"{backend_name(c.peer)}, {c.consumers} consumer(s), batch {batch_label(c.batch_size)}: "
                  f"{c.sentence()}." for c in cs if not c.pairs or c.left_out]
         if notes:

@@ -66,6 +66,8 @@ def test_ratios_pair_the_repeats_and_name_who_is_ahead(base):
     assert one.verdict == TURBO_AHEAD and one.within == "yes"
     assert two.ratio.median == pytest.approx(0.5) and two.verdict == PEER_AHEAD and two.within == "no"
     assert one.peer == "mpq-batch" and one.batch_size == 100
+    # All 3 pairs on one side: 1 in 8 when the two are alike (a sign test).
+    assert one.chance == two.chance == 0.5 ** 3
 
 
 def test_repeats_that_straddle_decide_nothing(base):
@@ -77,6 +79,7 @@ def test_repeats_that_straddle_decide_nothing(base):
     _edit(base, edit)
     one = _compare(base)[1]
     assert one.verdict == UNDECIDED and one.within == "undecided"
+    assert one.chance != one.chance  # NaN: no "ahead" verdict, no odds
     assert one.ratio.lo == pytest.approx(0.85) and one.ratio.hi == pytest.approx(1.05)
 
 
@@ -145,7 +148,7 @@ def test_the_report_has_the_section_and_peers_csv(base, tmp_path):
     assert "against its peers, cell by cell" in md
     row = next(line for line in md.splitlines()
                if line.startswith("| batched multiprocessing.Queue | 1 | 100 "))
-    assert "1.20 (1.20-1.20)" in row and TURBO_AHEAD in row
+    assert "1.20 (1.20-1.20)" in row and TURBO_AHEAD in row and "| 1 in 8 |" in row
     csv = pd.read_csv(tmp_path / "rep" / "peers.csv")
     assert set(csv["peer"]) == {"mpq-batch"} and set(csv["consumers"]) == {1, 2}
     assert csv.loc[csv["consumers"] == 1, "ratio"].iloc[0] == pytest.approx(1.2)
