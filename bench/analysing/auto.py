@@ -293,15 +293,20 @@ def _compare(scenario: dict, load: str, n: int, auto: pd.DataFrame,
     c.eps = ratios("events_per_s")
     c.qwait_p99 = ratios("queue_wait_p99_ms")
     c.latency_p99 = ratios("latency_p99_ms")
-    c.verdict, c.reason = _verdict(c)
-    if (not c.closed and c.fixed_offered_rate and c.auto_carries == c.best_carries
-            and c.latency_p99.n >= MIN_PAIRS):
-        # Judged on the paired p99s: the last rule of _verdict.
-        c.chance = 0.5 ** c.latency_p99.n
+    c.verdict, c.reason, c.chance = _verdict(c)
     return c
 
 
-def _verdict(c: AutoComparison) -> tuple[str, str]:
+def _verdict(c: AutoComparison) -> tuple[str, str, float]:
+    """(verdict, reason, chance): the chance is NaN unless the paired p99s decided (_paired_verdict)."""
+    early = _unpaired_verdict(c)
+    if early is not None:
+        return (*early, math.nan)
+    return _paired_verdict(c)
+
+
+def _unpaired_verdict(c: AutoComparison) -> tuple[str, str] | None:
+    """The closed loop's verdict, or an open loop's decided by what was offered and carried; None: the pairs decide."""
     best = f"batch {batch_label(c.best_batch)}"
     if c.closed:
         r = c.eps
@@ -332,16 +337,23 @@ def _verdict(c: AutoComparison) -> tuple[str, str]:
     if c.auto_carries and not c.best_carries:
         return WINS, (f"auto carried the load in all {c.auto_n} repeats and no fixed size did "
                       f"({best}, the most events/s, fell short in {c.best_short} of {c.best_n})")
+    return None
+
+
+def _paired_verdict(c: AutoComparison) -> tuple[str, str, float]:
+    """An open loop's verdict on the paired p99s, with its chance (0.5 ** pairs) when the two are alike."""
+    best = f"batch {batch_label(c.best_batch)}"
     r = c.latency_p99
     if r.n < MIN_PAIRS:
-        return UNDECIDED, f"fewer than {MIN_PAIRS} paired repeats with a p99 latency"
+        return UNDECIDED, f"fewer than {MIN_PAIRS} paired repeats with a p99 latency", math.nan
+    chance = 0.5 ** r.n
     odds = f"{r.n} of {r.n} pairs, 1 in {2 ** r.n} if the two were alike"
     if r.hi < 1:
-        return WINS, f"lower p99 latency than {best} in every repeat, {odds}"
+        return WINS, f"lower p99 latency than {best} in every repeat, {odds}", chance
     if r.lo > 1:
-        return LOSES, f"higher p99 latency than {best} in every repeat, {odds}"
+        return LOSES, f"higher p99 latency than {best} in every repeat, {odds}", chance
     return UNDECIDED, (f"p99 latency above {best}'s in {r.above} of {r.n} pairs and not in the "
-                       f"others ({r.text()})")
+                       f"others ({r.text()})"), chance
 
 
 def load_label(c: AutoComparison) -> str:

@@ -250,6 +250,6 @@ def test_the_paired_p99_verdict_counts_the_pairs_on_each_side(ratios, verdict, w
 
     c = AutoComparison({}, "rate:35000", 2, best_batch=100)
     c.latency_p99 = Ratio.of(ratios)
-    got, reason = _verdict(c)
+    got, reason, _chance = _verdict(c)
     assert got == verdict and words in reason, reason
     assert c.latency_p99.above == sum(r > 1 for r in ratios)
