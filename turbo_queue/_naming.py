@@ -342,7 +342,8 @@ def claimed_owner_text(name: AnyStr) -> AnyStr:
     only ever names one more consumer.
     """
     sep = b"__" if isinstance(name, bytes) else "__"
-    return name[2:name.find(sep, 2)]
+    start = len(CLAIMED)
+    return name[start:name.find(sep, start)]
 
 
 def claimed_name(owner: Owner, ready_name: str) -> str:
