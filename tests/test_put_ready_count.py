@@ -240,9 +240,8 @@ def test_a_second_consumer_is_known_from_its_first_claim(qpath, monkeypatch):
 
 
 def test_an_auto_producer_with_two_busy_consumers_seals_at_the_size(qpath, monkeypatch):
-    # With one consumer busy and nothing ready the open batch fills on past
-    # its size (tests/test_put_sizing.py); with two, the events past the
-    # size go to the next consumer to free up, so the batch is sealed at it.
+    # The events past the size go to the next consumer to free up: the batch
+    # is sealed at the size, not filled on while both are busy.
     from turbo_queue import _producer
     from turbo_queue._sizing import AutoBatchSize
 
@@ -261,6 +260,40 @@ def test_an_auto_producer_with_two_busy_consumers_seals_at_the_size(qpath, monke
         for i in range(size + 50):
             p.put(i)
         assert p._ready.consumers() == 2 and not p._ready.idle_consumer()
-        assert not p._deferring and p.sealed_batches == 3 and p.pending == 50
+        assert p.sealed_batches == 3 and p.pending == 50
         ready = [_naming.parse_batch_name(n) for n in queue_files(qpath) if n.startswith(_naming.READY)]
         assert [b.count for b in ready] == [size]
+
+
+def test_an_auto_producer_with_its_one_consumer_busy_seals_at_the_size_and_holds_it(qpath, monkeypatch):
+    # Sealed at the size, the batch is ready when the consumer acks, which
+    # takes it at once; filled on until that ack, every batch waited for the
+    # seal that the ack set off (turbo_queue/_sizing.py, "its one consumer
+    # busy").  And the one ready batch that waits for the busy consumer does
+    # not shrink the size: with the rule for several consumers it would
+    # shrink a step every PATIENCE seals.
+    from turbo_queue import _producer
+    from turbo_queue._sizing import AutoBatchSize
+
+    monkeypatch.setattr(_producer, "AUTO_TICK", 3600.0)
+    monkeypatch.setattr(_producer, "CLOSED_CHECK_INTERVAL", 3600.0)
+    monkeypatch.setattr(AutoBatchSize, "LINGER", 3600.0)
+    monkeypatch.setattr(AutoBatchSize, "BUSY", float("inf"))  # the busy producer's bound stays out
+    q = turbo_queue.Queue(qpath, batch_size="auto", max_batch_age=None)
+    with q.producer() as p, q.consumer() as c:
+        if not watching(p):
+            pytest.skip("no inotify here")
+        p.put("first")
+        p.flush()
+        assert c.get_batch(timeout=30) == ["first"]  # claimed, not acked: the consumer is busy
+        size = p.batch_size
+        sizes = []
+        for round_ in range(2 * AutoBatchSize.PATIENCE + 1):
+            for i in range(size):
+                p.put((round_, i))
+            assert p._ready.consumers() == 1 and not p._ready.idle_consumer()
+            assert p.pending == 0  # sealed at the size while the consumer works
+            sizes.append(p.batch_size)
+            c.ack()
+            assert c.get_batch(timeout=0) == [(round_, i) for i in range(size)]  # ready at the ack
+        assert sizes == [size] * len(sizes)

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import threading
 import time
 import weakref
@@ -146,20 +145,15 @@ class Producer:
         self._halted = False
         #: put's hot path takes items while the count is below this (see put).
         self._fast_limit = 0
-        #: batch_size="auto": the open batch fills past its size while every
-        #: consumer is busy; the background thread then wakes on the watch.
-        self._deferring = False
         self._halt(False)
         self._loss_reported = -1  # pending count already logged as lost (no second log)
         self._flusher: threading.Thread | None = None
         self._closed_checked = 0.0  # monotonic time of the background thread's last look for CLOSED
         self._stop_flusher = threading.Event()
-        #: Wakes the background thread before its tick: close, or a batch that starts to fill past its size.
+        #: Wakes the background thread before its tick (close).
         self._wake_flusher = threading.Event()
         self.sealed_batches = 0
         self.sealed_items = 0
-        #: Waits of the background thread on the watch for a busy consumer to free up (diagnostics).
-        self.watch_waits = 0
         _live_producers.add(self)
 
     # -- public API -------------------------------------------------------
@@ -252,7 +246,7 @@ class Producer:
                 self._start_batch_locked()
             self._run.append(item)
             count = self._count
-            if count >= self._batch_size and not self._defer_locked(count):
+            if count >= self._batch_size:
                 # Seal a full batch at once if there is room; if max_ready is
                 # reached, leave it full and let the next put wait for room.
                 try:
@@ -319,7 +313,7 @@ class Producer:
                                 raise encode_error(item, ser.name, exc) from exc
                         self._run.extend(encoded)
                     pos += take
-                    if self._count >= self._batch_size and not self._defer_locked(self._count):
+                    if self._count >= self._batch_size:
                         try:
                             self._seal_locked(deadline, wait=False)
                         except OSError:
@@ -581,9 +575,6 @@ class Producer:
         """
         if not self._wait_for_room(deadline, wait, for_put):
             return False
-        # Sealing (or retrying after a failed write): the background thread
-        # no longer waits on the watch for this batch.
-        self._deferring = False
         # From here the batch is _records alone: a put of another thread may
         # append to the run meanwhile (see put), for the next batch.
         self._end_run_locked()
@@ -641,26 +632,6 @@ class Producer:
     def _ready_now(self) -> int:
         return self._ready.count(self._max_ready or _NO_LIMIT)
 
-    def _defer_locked(self, count: int) -> bool:
-        """batch_size="auto", the open batch at its size: fill on while its one consumer is busy?
-
-        Sealed now, it would wait in ready for that consumer to finish;
-        filling on until it is free (the background thread seals it
-        then, see _tick) costs those events nothing and the consumers fewer
-        batches.  The size the seal is checked at moves up (AutoBatchSize.next_check).
-        """
-        sizing = self._sizing
-        if sizing is None or self._halted:
-            return False
-        if not sizing.defer_seal(count, self._ready_now(), self._ready.idle_consumer(), self._ready.consumers()):
-            return False
-        self._batch_size = sizing.next_check(count)
-        self._set_fast_limit()
-        if not self._deferring:
-            self._deferring = True
-            self._wake_flusher.set()  # it waits on the watch from now on (see _flush_loop)
-        return True
-
     def _resize_locked(self, nbytes: int) -> None:
         """batch_size="auto": the next batch's size, from the ready count after this seal.
 
@@ -672,7 +643,8 @@ class Producer:
         busy = (cpu - self._sized_cpu) / wall if wall > 0 else 0.0
         self._sized_at, self._sized_cpu = now, cpu
         self._batch_size = self._sizing.after_seal(self._recorded, nbytes, self._ready_now(),
-                                                   now - self._first_put, busy)
+                                                   now - self._first_put, busy, idle=self._ready.idle_consumer(),
+                                                   consumers=self._ready.consumers())
 
     def _wait_for_room(self, deadline: float | None, wait: bool, for_put: bool = False) -> bool:
         max_ready = self._max_ready
@@ -720,7 +692,8 @@ class Producer:
             if self._sizing is not None and not self._halted:
                 # An idle consumer (no batch ready, fewer claimed than
                 # consumers seen busy) gets the open batch now; busy ones
-                # let it fill until one is free or LINGER (see _sizing.py).
+                # let it fill to the size, a free one's next tick or LINGER
+                # (see _sizing.py).
                 try:
                     if self._sizing.seal_now(self._count, self._ready_now(), self._ready.idle_consumer(),
                                              time.monotonic() - self._first_put):
@@ -755,25 +728,9 @@ def _flush_loop(ref: weakref.ref[Producer], stop: threading.Event, wake: threadi
         interval = _tick_interval(producer._max_batch_age)
         if producer._sizing is not None:
             interval = min(interval, AUTO_TICK)
-        fd = -1
-        if producer._deferring and not producer._halted and not producer._closed:
-            # A batch fills past its size because its one consumer is busy:
-            # its ack (a watched event) frees it, and waking only at the
-            # next tick would leave it idle for up to a tick, which near
-            # capacity costs more than the batch saves
-            # (tests/test_put_sizing.py, test_near_capacity_auto_waits_no_longer_than_batch_100).
-            fd = producer._waiter.fileno()
-            if fd >= 0:
-                producer.watch_waits += 1
         del producer
-        if fd >= 0:
-            try:
-                select.select([fd], [], [], interval)
-            except (OSError, ValueError):  # closed meanwhile (close, fork): tick as usual
-                pass
-        else:
-            wake.wait(interval)
-            wake.clear()
+        wake.wait(interval)
+        wake.clear()
         if stop.is_set():
             return
         producer = ref()

@@ -17,30 +17,34 @@ nothing per event) and between puts, from the producer's background thread:
   do; see :meth:`turbo_queue._folder.ReadyCount.idle_consumer`): the open batch
   is sealed at once by that thread (:meth:`AutoBatchSize.seal_now`),
   whatever its size, and the size shrinks a step at the next seal;
-* **its one consumer busy, nothing waiting** (no ready batch, the only
-  known consumer holding one): a batch sealed now would only wait for that
-  consumer to finish, so the open batch keeps filling past the size
-  (:meth:`AutoBatchSize.defer_seal`) and is sealed when the consumer frees
-  up (its ack is an event of the same watch) or after :attr:`AutoBatchSize.LINGER`.
-  Near the consumer's capacity this is what keeps batches large enough:
-  sealing at every tick made batches of ~60 events at 0.9 of the maximum
-  rate on the 2-core VM, the consumer at 99.5% CPU, short of the rate in
-  1 repeat of 3; the simulation of tests/test_put_sizing.py
-  (``test_near_capacity_auto_waits_no_longer_than_batch_100``) shows the
-  p99 wait at 0.9 of capacity going from 12.1 ms to 5.1 ms with it, the
-  fill time of batch 100 there being 5.2 ms.  With two or more consumers
-  the events past the size would go to the next consumer to free up, in
-  parallel with the first; filling on puts them behind the size's events
-  in one consumer, the work gets lumpy, and the other consumer idles
-  later.  So it is done for one consumer only: with 2 consumers at 20 us
-  of work, 35,000 events/s on the 2-core VM, auto's p99 queue wait was
-  18-22 ms against batch 100's ~4 ms in 3 of 4 runs, and in the simulation
-  (``test_two_consumers_at_half_their_capacity_wait_no_longer_than_batch_100``,
-  waits per event, slow spells) filling on gave a p99 of 7.6 ms at half
-  their capacity where batch 100 waits 4.5 and auto without it 4.3.
-  The harness could not tell the two apart on that VM: alternated with
-  the code that filled on, 9 paired repeats each, auto's p99 over batch
-  100's was 1.30 (0.56-2.71) before and 1.35 (0.89-4.01) after;
+* **its one consumer busy** (a batch sealed at the size while the only
+  known consumer holds one, nothing else ready): the size holds.  That
+  batch waits for the consumer, as the next would; it says nothing of the
+  size being too big, and shrinking on it took the size down to what the
+  consumer only just keeps up with (in the simulation of
+  tests/test_put_sizing.py, ``test_near_capacity_auto_waits_no_longer_than_batch_100``:
+  batches of ~70 events at 0.9 of capacity, the p99 wait 11.6 ms where
+  batch 100 waits 5.2).  With one consumer, only a seal that found it idle
+  shrinks.  With two or more, one batch ready after a seal shrinks as
+  before: holding the size while both were busy kept batches that a slow
+  spell's backlog had grown at ~1,150 events, the p99 wait 71 ms against
+  batch 1000's 65 (``test_two_consumers_near_capacity_on_a_noisy_machine_wait_no_longer_than_batch_1000``).
+  Until 2026-12-07 the open batch instead filled on past the size while
+  its one consumer was busy, sealed when the consumer's ack freed it.  Each
+  batch then waited, sealed, for the consumer that had just acked: the
+  producer's thread woke on the ack, sealed (about 0.25 ms of its CPU) and
+  the consumer woke on the rename, 0.3-0.7 ms a batch on the 2-core VM in
+  which the consumer idled.  Near its capacity the batch grows until the
+  events of one batch's work and that gap fill it, ``rate * (per batch +
+  gap) / (1 - rate * per event)``, and every event waits about a batch's
+  work: at 40,000 events/s, one consumer spinning 20 us per event (outside
+  the harness: a paced producer, 3 s, repeats alternated), batches of
+  114-267 events and p99 waits of 5.4-12.6 ms where batch 100 waited
+  4.1-9.1 ms, and the harness's cell at one consumer's maximum had
+  auto's p99 above batch 100's in 12 of 16 pairs
+  (``results/20261207T114814Z-vm``, ``results/20261207T122832Z-vm``).  The
+  simulation with that gap (``handoff``) shows it, and that sealing at the
+  size removes it: ``test_one_consumer_near_capacity_with_a_handoff_gap_waits_no_longer_than_batch_100``;
 * **backlog** (:attr:`AutoBatchSize.GROW_AT` or more batches ready after a
   seal): the size grows a step, up to ``max_batch_size`` and to what fits in
   ``max_batch_bytes`` at the bytes per item of the last batch, but only
@@ -194,19 +198,26 @@ class AutoBatchSize:
             limit = min(limit, max(1, int(self.max_batch_bytes // self._item_bytes)))
         return max(self.min_batch_size, limit)
 
-    def after_seal(self, count: int, nbytes: int, ready: int, fill_s: float, busy: float) -> int:
+    def after_seal(self, count: int, nbytes: int, ready: int, fill_s: float, busy: float,
+                   idle: bool = True, consumers: int = 0) -> int:
         """A batch of ``count`` items, ``nbytes`` of records, was sealed; ``ready`` batches wait now.
 
         ``fill_s``: seconds from the batch's first item to its seal; ``busy``:
         the share of a core the producer's process used since its previous
         seal (CPU time over wall time).  No defaults: the growth bound, the
-        memory's clock and the busy producer's bound read them.  Returns the
+        memory's clock and the busy producer's bound read them.  ``idle``,
+        ``consumers``: whether a consumer was idle at the seal and how many
+        are known (:class:`turbo_queue._folder.ReadyCount`); with one known
+        consumer, busy, one ready batch holds the size instead of shrinking
+        it (see the module's docstring).  The defaults (idle, none known)
+        read one ready batch as consumers waiting for work.  Returns the
         size to seal the next batch at.
         """
         if count > 0:
             self._item_bytes = nbytes / count
         backlog = ready >= self.GROW_AT
         busy_producer = busy >= self.BUSY
+        one_busy = not idle and consumers == 1
         if backlog:
             if fill_s >= self.GROW_FILL:
                 # Big enough that its fixed cost no longer matters (see the
@@ -227,7 +238,11 @@ class AutoBatchSize:
             # with 1 consumer at 36,000/s the runs could not tell the two
             # apart (1.03, 0.36-2.54, before; 1.12, 0.76-1.87, after).
             self._streak = self._streak + 1 if self._streak > 0 else 1
-        elif ready <= self.SHRINK_AT and not (busy_producer and fill_s < self.MIN_FILL_BAND * self.MIN_FILL):
+        elif (ready <= self.SHRINK_AT and not one_busy
+              and not (busy_producer and fill_s < self.MIN_FILL_BAND * self.MIN_FILL)):
+            # Consumers wait for work.  One ready batch with its one consumer
+            # busy does not say so: the batch waits for it (see the module's
+            # docstring, "its one consumer busy").
             self._streak = self._streak - 1 if self._streak < 0 else -1
         else:
             self._streak = 0
@@ -271,23 +286,3 @@ class AutoBatchSize:
         from their claims, and one that never claimed is not known).
         """
         return pending > 0 and ready == 0 and (idle or waited >= cls.LINGER)
-
-    def defer_seal(self, count: int, ready: int, idle: bool, consumers: int) -> bool:
-        """The open batch reached the size: keep filling it instead of sealing?
-
-        Yes while no batch waits and the one known consumer (``consumers``)
-        is busy (not ``idle``: the batch would only wait for it), up to the
-        bound (``max_batch_size``, ``max_batch_bytes``).  With batches
-        waiting, or two or more consumers (see the module's docstring), the
-        size rules.
-        """
-        return ready == 0 and not idle and consumers == 1 and count < self._bound()
-
-    def next_check(self, count: int) -> int:
-        """After a deferred seal: the count at which to look again, within the bound.
-
-        A size further, or half as many again, whichever is more: a size
-        shrunk to a few items must not make every put look at the folder
-        (a read of the watch each); a few looks per batch is the cost.
-        """
-        return max(count + 1, min(max(count + self.size, math.ceil(count * self.GROW)), self._bound()))

@@ -116,10 +116,6 @@ class FolderWaiter:
                         os.close(fd)
         return self._fd
 
-    def fileno(self) -> int:
-        """The inotify descriptor if this process has one open already, else -1 (never opens one)."""
-        return self._fd if self._pid == os.getpid() else -1
-
     def poll(self) -> bool:
         """Read the events pending now, without waiting (for the listener); False without inotify."""
         fd = self._inotify_fd()
