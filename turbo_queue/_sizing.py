@@ -37,14 +37,21 @@ nothing per event) and between puts, from the producer's background thread:
   which the consumer idled.  Near its capacity the batch grows until the
   events of one batch's work and that gap fill it, ``rate * (per batch +
   gap) / (1 - rate * per event)``, and every event waits about a batch's
-  work: at 40,000 events/s, one consumer spinning 20 us per event (outside
-  the harness: a paced producer, 3 s, repeats alternated), batches of
-  114-267 events and p99 waits of 5.4-12.6 ms where batch 100 waited
-  4.1-9.1 ms, and the harness's cell at one consumer's maximum had
-  auto's p99 above batch 100's in 12 of 16 pairs
-  (``results/20261207T114814Z-vm``, ``results/20261207T122832Z-vm``).  The
-  simulation with that gap (``handoff``) shows it, and that sealing at the
-  size removes it: ``test_one_consumer_near_capacity_with_a_handoff_gap_waits_no_longer_than_batch_100``;
+  work.  Measured outside the harness (``python -m bench.micro.handoff_pairs
+  OLD NEW --rate 44000 --pairs 10``: a paced producer, one consumer spinning
+  20 us per event, the two checkouts alternated on the 2-core VM), auto's
+  batches were 249 (138-463) events with it and 118 (112-194) without, its
+  p99 wait 12.4 and 5.2 ms, 0.54 (0.21-2.38) of before, lower in 9 of 10
+  pairs; against batch 100 in the same runs 1.62 (0.60-3.29) before,
+  higher in 8 of 10 pairs, and 0.98 (0.41-1.68) after, higher in 5.  The
+  harness's cell at one consumer's maximum had auto's p99 above batch
+  100's in 12 of 16 pairs before (``results/20261207T114814Z-vm``,
+  ``results/20261207T122832Z-vm``); in its runs alternated before/after
+  it cannot tell the two apart, 9 and 7 of 18 pairs above
+  (``results/20261207T134003Z-vm/README.md``).  The simulation with that gap
+  (``handoff``) shows it, and that sealing at the size removes it:
+  ``test_one_consumer_near_capacity_with_a_handoff_gap_waits_no_longer_than_batch_100``
+  (its comment has the figures);
 * **backlog** (:attr:`AutoBatchSize.GROW_AT` or more batches ready after a
   seal): the size grows a step, up to ``max_batch_size`` and to what fits in
   ``max_batch_bytes`` at the bytes per item of the last batch, but only
