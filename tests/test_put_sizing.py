@@ -302,7 +302,7 @@ def test_two_consumers_at_half_their_capacity_wait_no_longer_than_batch_100(shar
     # (VM_20US_TWO_CONSUMERS) and 35,000 events/s offered (about half of
     # what they carry there).  Waits per event, to the hand-over: the
     # harness's queue wait.  When the open batch filled on past its size
-    # while both consumers were busy (defer_seal with 2 consumers) the
+    # while both consumers were busy (as it did for one until 2026-12-07) the
     # events past the size waited behind the size's in one consumer while
     # the other freed up: p99 7.6 ms at 0.5 (batch 100: 4.5) and 14.3 at 0.6
     # (batch 100: 11.0), as the harness saw (18-22 against ~4 ms in 3 of 4
