@@ -417,6 +417,10 @@ def test_one_busy_consumer_holds_the_size_and_an_idle_one_shrinks_it():
     idle = AutoBatchSize(initial=200)
     assert [idle.after_seal(200, 32_000, ready=1, fill_s=0.01, busy=0.0, idle=True, consumers=1)
             for _ in range(4)] == [200, 150, 150, 112]
+    # So it was if no batch is left ready: it took this one at once.
+    taken = AutoBatchSize(initial=200)
+    assert [taken.after_seal(200, 32_000, ready=0, fill_s=0.01, busy=0.0, idle=False, consumers=1)
+            for _ in range(2)] == [200, 150]
     # Two or more consumers, all busy: one ready batch shrinks the size as
     # ever (a backlog's growth must come down again; see _sizing.py).
     two = AutoBatchSize(initial=200)

@@ -25,7 +25,7 @@ nothing per event) and between puts, from the producer's background thread:
   tests/test_put_sizing.py, ``test_near_capacity_auto_waits_no_longer_than_batch_100``:
   batches of ~70 events at 0.9 of capacity, the p99 wait 11.6 ms where
   batch 100 waits 5.2).  With one consumer, only a seal that found it idle
-  shrinks.  With two or more, one batch ready after a seal shrinks as
+  shrinks, or one whose batch it took at once (none left ready).  With two or more, one batch ready after a seal shrinks as
   before: holding the size while both were busy kept batches that a slow
   spell's backlog had grown at ~1,150 events, the p99 wait 71 ms against
   batch 1000's 65 (``test_two_consumers_near_capacity_on_a_noisy_machine_wait_no_longer_than_batch_1000``).
@@ -224,7 +224,9 @@ class AutoBatchSize:
             self._item_bytes = nbytes / count
         backlog = ready >= self.GROW_AT
         busy_producer = busy >= self.BUSY
-        one_busy = not idle and consumers == 1
+        # The new batch waits for the one consumer, busy (none ready: it
+        # took the batch at once, so it was waiting for work).
+        one_busy = not idle and consumers == 1 and ready > 0
         if backlog:
             if fill_s >= self.GROW_FILL:
                 # Big enough that its fixed cost no longer matters (see the
