@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bench.analysing.auto import AutoComparison, goal_lines, load_label
+from bench.analysing.auto import EDGE_SHARE, AutoComparison, goal_lines, load_label
 from bench.analysing.loading import batch_label, scenario_label
 from bench.presenting import plots
 from bench.presenting.csvout import write_comparisons
@@ -30,7 +30,9 @@ def auto_section(doc, comparisons_by_scenario: list[tuple[dict, list[AutoCompari
           "the lowest p99 latency among the sizes that carried the load), and auto / best per "
           "repeat, paired by repeat: median (min-max). Throughput ratio > 1 and latency ratios "
           "< 1 favour auto. A fraction load is a fraction of each cell's own closed-loop median, "
-          "so the offered rates differ a little: both are shown.")
+          "so the offered rates differ a little: both are shown. A load at "
+          f"{EDGE_SHARE:.0%} or more of the best fixed size's own closed-loop median is that "
+          "size's maximum more than a load in between: its reason says so.")
     for s, cs in todo:
         doc.h(3, f"auto: {scenario_label(s)}")
         rows = []

@@ -253,3 +253,31 @@ def test_the_paired_p99_verdict_counts_the_pairs_on_each_side(ratios, verdict, w
     got, reason, _chance = _verdict(c)
     assert got == verdict and words in reason, reason
     assert c.latency_p99.above == sum(r > 1 for r in ratios)
+
+
+def test_a_load_at_the_best_fixed_size_s_own_maximum_says_so(tmp_path):
+    # 19,000/s is 0.97 of batch 1000's closed-loop 19,608 and beyond batch
+    # 100's 16,667: batch 1000 is the best that carries it, at its edge,
+    # where an open-loop cell measures its backlog (bench/analysing/auto.py).
+    from bench.analysing.auto import EDGE_SHARE, goal_lines
+
+    bk = _win()
+    path = write_result_set(tmp_path, [bk], consumers=(1, 2), cores=8, open_loop=("rate:2000", "rate:19000"),
+                            open_loop_consumers=(1,))
+    cs = _by_load(path)
+    edge, low = cs[("rate:19000", 1)], cs[("rate:2000", 1)]
+    assert edge.best_batch == 1000
+    assert edge.best_max_share == pytest.approx(19_000 / bk.eps(1, 1000), rel=0.02)
+    assert edge.best_max_share >= EDGE_SHARE
+    assert f"{edge.best_max_share:.2f} of batch 1000's own closed-loop maximum" in edge.reason, edge.reason
+    assert low.best_max_share == pytest.approx(2_000 / bk.eps(1, low.best_batch), rel=0.02)
+    assert low.best_max_share < EDGE_SHARE and "own closed-loop maximum" not in low.reason
+    assert all(c.best_max_share != c.best_max_share for c in cs.values() if c.closed)  # NaN
+    # auto short of it (the losing set: its maximum is 0.8 of batch 1000's)
+    # loses there, and the goal line keeps the verdict with the edge in its reason.
+    lost = _by_load(write_result_set(tmp_path / "lose", [_lose()], consumers=(1, 2), cores=8,
+                                     open_loop=("rate:19000",), open_loop_consumers=(1,)))
+    c = lost[("rate:19000", 1)]
+    assert c.verdict == LOSES and c.best_batch == 1000 and "own closed-loop maximum" in c.reason, c.reason
+    (between,) = [line for line in goal_lines(list(lost.values())) if line.startswith("in between")]
+    assert "missed at 19,000 events/s" in between and "own closed-loop maximum" in between, between
