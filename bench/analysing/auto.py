@@ -56,8 +56,9 @@ more than a load in between: offered its own median maximum, a cell falls
 short in about half its repeats by construction, and its p99 is that of
 the backlog it builds, not of its batch size (why ``auto.toml`` offers 0.9,
 not 1.0).  Such a verdict is kept and says so in its reason.  On the 2-core
-VM, 35,000/s with one consumer at 20 us was 1.00 of batch 100's maximum in
-``auto-between.toml``, and the one load in between read as lost there.
+VM, 35,000/s with one consumer at 20 us was 0.96-1.00 of batch 100's
+maximum in the three ``auto-between.toml`` sets of 2026-12-07, and it is
+the one load in between that they read as lost.
 """
 
 from __future__ import annotations
