@@ -78,6 +78,7 @@ from bench.analysing.loading import (
     ok_runs,
     select,
 )
+from bench.measuring.schedule import RateResolver, frac_load, load_id_suffix
 from bench.schema import LOAD_CLOSED
 
 TURBO = "turbo"
@@ -182,14 +183,15 @@ def compare_auto(runs: pd.DataFrame, scenario: dict) -> list[AutoComparison]:
     if sc.empty or not sc["batch_size"].map(is_auto).any():
         return []
     out = []
-    maxima = _closed_maxima(sc)
+    # The closed-loop median a frac:f load is offered f of: the sweep's own rule.
+    maxima = RateResolver(sc[sc["load"] == LOAD_CLOSED].to_dict("records"))
     for (n, load), g in sc.groupby(["consumers", "load"], sort=True):
         auto = g[g["batch_size"].map(is_auto).astype(bool)]
         fixed = g[~g["batch_size"].map(is_auto).astype(bool)]
         if auto.empty or fixed.empty:
             continue
         c = _compare(dict(scenario), str(load), int(n), auto, fixed)
-        _at_the_edge(c, maxima.get((int(n), str(c.best_batch))))
+        _at_the_edge(c, maxima)
         out.append(c)
     # The closed loop first, then the loads by the rate auto was offered.
     out.sort(key=lambda c: (c.consumers, not c.closed,
@@ -197,17 +199,13 @@ def compare_auto(runs: pd.DataFrame, scenario: dict) -> list[AutoComparison]:
     return out
 
 
-def _closed_maxima(sc: pd.DataFrame) -> dict[tuple[int, str], float]:
-    """Median events/s of each fixed size's ok closed-loop repeats, by (consumers, batch label)."""
-    closed = ok_runs(sc[sc["load"] == LOAD_CLOSED])
-    closed = closed[~closed["batch_size"].map(is_auto).astype(bool)]
-    return {(int(n), str(b)): float(g["events_per_s"].median())
-            for (n, b), g in closed.groupby(["consumers", "batch_size"], sort=False)}
-
-
-def _at_the_edge(c: AutoComparison, top: float | None) -> None:
+def _at_the_edge(c: AutoComparison, maxima: RateResolver) -> None:
     """An open-loop load at EDGE_SHARE of the best fixed size's own maximum: say so in the reason."""
-    if c.closed or not top or not c.best_offered == c.best_offered:
+    if c.closed or not c.best_cell or not c.best_offered == c.best_offered:
+        return
+    # The best cell's closed-loop twin: its id without the load's suffix.
+    top, _why = maxima.resolve(frac_load(1), c.best_cell.removesuffix(load_id_suffix(c.load)))
+    if not top:
         return
     c.best_max_share = c.best_offered / top
     if c.best_max_share >= EDGE_SHARE:
