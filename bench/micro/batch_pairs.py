@@ -21,8 +21,8 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
+
+from bench.micro.checkouts import pair_order, run_in
 
 #: One checkout's burst: 200 untimed round trips, then ``loops`` timed; prints CPU us per batch.
 #: The loop of batch_cost's bench_turbo_round_trip, written out here: the older checkout it is
@@ -60,15 +60,8 @@ def main() -> None:
     for batch, loops in ((1, 3000), (100, 1500)):
         vals: dict[str, list[float]] = {"old": [], "new": []}
         for i in range(args.pairs):
-            for name in ("old", "new") if i % 2 == 0 else ("new", "old"):
-                # The child imports turbo_queue and bench from its tree alone
-                # (run from the root folder, not this one, so this checkout's
-                # packages are not found first).
-                env = dict(os.environ, PYTHONPATH=trees[name])
-                run = subprocess.run([sys.executable, "-c", CHILD, str(batch), str(loops)], env=env,
-                                     cwd=os.path.dirname(trees[name]), capture_output=True, text=True,
-                                     check=True, timeout=300)
-                vals[name].append(float(run.stdout))
+            for name in pair_order(i):
+                vals[name].append(float(run_in(trees[name], CHILD, batch, loops)))
         ratios = [a / b for a, b in zip(vals["old"], vals["new"])]
         out[batch] = {"old_us": vals["old"], "new_us": vals["new"], "old_over_new": ratios}
         print(f"B={batch}: old {statistics.median(vals['old']):.1f} us, new {statistics.median(vals['new']):.1f} us "

@@ -26,8 +26,8 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
+
+from bench.micro.checkouts import pair_order, run_in
 
 #: One run of one checkout: prints a JSON object of the figures.
 CHILD = r'''
@@ -87,10 +87,8 @@ print(json.dumps({"p50_ms": waits[len(waits) // 2] / 1e6, "p99_ms": waits[int(0.
 
 
 def _run(tree: str, size: str, args: argparse.Namespace) -> dict:
-    env = dict(os.environ, PYTHONPATH=tree)
-    done = subprocess.run([sys.executable, "-c", CHILD, size, str(args.rate), str(args.seconds), str(args.work_us)],
-                          cwd=tree, env=env, check=True, capture_output=True, text=True, timeout=300)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_in(tree, CHILD, size, args.rate, args.seconds, args.work_us)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def _spread(values: list[float], fmt: str = ".2f") -> str:
@@ -114,8 +112,7 @@ def main() -> None:
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     runs: dict[str, dict[str, list[dict]]] = {name: {s: [] for s in sizes} for name in trees}
     for pair in range(args.pairs):
-        order = ("old", "new") if pair % 2 == 0 else ("new", "old")
-        for name in order:
+        for name in pair_order(pair):
             for size in sizes:
                 figures = _run(trees[name], size, args)
                 runs[name][size].append(figures)
