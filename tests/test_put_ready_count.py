@@ -239,15 +239,20 @@ def test_a_second_consumer_is_known_from_its_first_claim(qpath, monkeypatch):
         assert p._ready.consumers() == 0 and p._ready.idle_consumer()  # nothing says any is busy
 
 
-def test_an_auto_producer_with_two_busy_consumers_seals_at_the_size(qpath, monkeypatch):
-    # The events past the size go to the next consumer to free up: the batch
-    # is sealed at the size, not filled on while both are busy.
+@pytest.fixture
+def no_early_seals(monkeypatch):
+    """An auto producer's background thread seals nothing: ticks, the CLOSED look and LINGER an hour away."""
     from turbo_queue import _producer
     from turbo_queue._sizing import AutoBatchSize
 
     monkeypatch.setattr(_producer, "AUTO_TICK", 3600.0)
     monkeypatch.setattr(_producer, "CLOSED_CHECK_INTERVAL", 3600.0)
     monkeypatch.setattr(AutoBatchSize, "LINGER", 3600.0)
+
+
+def test_an_auto_producer_with_two_busy_consumers_seals_at_the_size(qpath, no_early_seals):
+    # The events past the size go to the next consumer to free up: the batch
+    # is sealed at the size, not filled on while both are busy.
     q = turbo_queue.Queue(qpath, batch_size="auto", max_batch_age=None)
     with q.producer() as p, q.consumer() as c1, q.consumer() as c2:
         if not watching(p):
@@ -265,19 +270,16 @@ def test_an_auto_producer_with_two_busy_consumers_seals_at_the_size(qpath, monke
         assert [b.count for b in ready] == [size]
 
 
-def test_an_auto_producer_with_its_one_consumer_busy_seals_at_the_size_and_holds_it(qpath, monkeypatch):
+def test_an_auto_producer_with_its_one_consumer_busy_seals_at_the_size_and_holds_it(qpath, no_early_seals,
+                                                                                    monkeypatch):
     # Sealed at the size, the batch is ready when the consumer acks, which
     # takes it at once; filled on until that ack, every batch waited for the
     # seal that the ack set off (turbo_queue/_sizing.py, "its one consumer
     # busy").  And the one ready batch that waits for the busy consumer does
     # not shrink the size: with the rule for several consumers it would
     # shrink a step every PATIENCE seals.
-    from turbo_queue import _producer
     from turbo_queue._sizing import AutoBatchSize
 
-    monkeypatch.setattr(_producer, "AUTO_TICK", 3600.0)
-    monkeypatch.setattr(_producer, "CLOSED_CHECK_INTERVAL", 3600.0)
-    monkeypatch.setattr(AutoBatchSize, "LINGER", 3600.0)
     monkeypatch.setattr(AutoBatchSize, "BUSY", float("inf"))  # the busy producer's bound stays out
     q = turbo_queue.Queue(qpath, batch_size="auto", max_batch_age=None)
     with q.producer() as p, q.consumer() as c:

@@ -212,7 +212,9 @@ def test_one_consumer_near_capacity_with_a_handoff_gap_waits_no_longer_than_batc
     # the harness.  Filling the open batch on until the busy consumer's ack
     # made every batch wait for that seal, the consumer idle meanwhile, and
     # grew batches to ~145 events: a p99 wait of 5.8 ms against batch 100's
-    # 2.8 in this simulation (5.4-12.6 ms against 4.1-9.1 on the VM).
+    # 2.8 in this simulation (on the VM, `python -m bench.micro.handoff_pairs
+    # OLD NEW --rate 44000`: 12.4 against batch 100's 6.8 ms, then 5.2;
+    # results/20261207T134003Z-vm/micro).
     # Sealed at the size, the next batch is ready at the ack.
     cost = {"per_batch": 100e-6, "per_event": 21e-6, "seconds": 10.0, "slow": (0.2, 0.05, 1.1),
             "handoff": 0.0003, "busy": busy}
