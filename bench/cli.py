@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sweep_config(args, warn):
-    from bench.measuring.sweep import DEFAULT_SWEEP, build_config, load_sweep_file
+    from bench.measuring.plan import DEFAULT_SWEEP, build_config, load_sweep_file
 
     source = args.sweep or str(DEFAULT_SWEEP)
     raw = load_sweep_file(source)
@@ -219,7 +219,7 @@ def cmd_sweep(args) -> tuple[int, Path | None]:
         return outcome.exit_code, outcome.out_dir
     cfg = _sweep_config(args, warn)
     if args.dry_run:
-        from bench.measuring.sweep import estimate_seconds, plan_cells
+        from bench.measuring.plan import estimate_seconds, plan_cells
 
         cells = plan_cells(cfg)
         for cell in cells:
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from bench.measuring.backends import UnknownBackend
-    from bench.measuring.sweep import SweepConfigError
+    from bench.measuring.plan import SweepConfigError
 
     try:
         if args.command == "sweep":

@@ -358,7 +358,7 @@ def summary(doc: dict) -> str:
 def verify_config(sweep: dict, plan: list[dict], repeat: int, max_repeats: int | None,
                   time_budget: float | None):
     """The fresh run's sweep config: the source sweep's settings, only the candidates' cells."""
-    from bench.measuring.sweep import DEFAULT_MAX_BUFFERED, SweepConfig
+    from bench.measuring.plan import DEFAULT_MAX_BUFFERED, SweepConfig
 
     cells = []
     for t in plan:
@@ -416,7 +416,8 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from bench import results as res
     from bench.measuring.machine import usable_cores
-    from bench.measuring.sweep import SweepConfigError, run_sweep
+    from bench.measuring.plan import SweepConfigError
+    from bench.measuring.sweep import run_sweep
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = make_parser().parse_args(argv)

@@ -1,4 +1,5 @@
-"""Measuring: one cell (:mod:`.cell`) of a sweep (:mod:`.sweep`), run by its child
+"""Measuring: one cell (:mod:`.cell`) of a sweep's grid (:mod:`.plan`, from its TOML file),
+run in interleaved repeats (:mod:`.sweep`, its progress line :mod:`.progress`) by its child
 processes (:mod:`.children`) under the parent's management (:mod:`.processes`)
 and sampling (:mod:`.sampling`), optionally pinned (:mod:`.pinning`), flat out
 or on an open-loop schedule (:mod:`.schedule`); the per-event work

@@ -20,7 +20,7 @@ from bench.__main__ import main
 from bench.analysing.loading import aggregate, load_result_set, scenarios, select
 from bench.measuring import adaptive, supply
 from bench.measuring.cell import leaked_children
-from bench.measuring.sweep import (
+from bench.measuring.plan import (
     SWEEPS_DIR,
     SweepConfig,
     SweepConfigError,

@@ -18,7 +18,7 @@ from bench.__main__ import main
 from bench.measuring.backends import BackendSettings
 from bench.measuring.backends.turbo import TurboBackend
 from bench.measuring.cell import Cell, buffer_bound, leaked_children
-from bench.measuring.sweep import SweepConfigError, build_config, plan_cells
+from bench.measuring.plan import SweepConfigError, build_config, plan_cells
 from bench.results import read_runs
 
 

@@ -25,7 +25,7 @@ import pytest
 from bench.__main__ import main
 from bench.measuring.backends import BACKENDS
 from bench.measuring.cell import leaked_children
-from bench.measuring.sweep import (
+from bench.measuring.plan import (
     DEFAULT_SWEEP,
     SWEEPS_DIR,
     SweepConfigError,

@@ -166,7 +166,7 @@ def test_targets_follow_the_sets_recommendation(tmp_path):
 
 
 def test_verify_config_runs_only_the_candidates_with_the_sets_settings(tmp_path):
-    from bench.measuring.sweep import _only, plan_cells
+    from bench.measuring.plan import named_cells, plan_cells
 
     rs = load_result_set(scaling_set(tmp_path / "set", duration=0.25))
     cells = aggregate(rs.runs)
@@ -174,7 +174,7 @@ def test_verify_config_runs_only_the_candidates_with_the_sets_settings(tmp_path)
     cfg = v.verify_config(rs.meta["sweep"], plan, repeat=2, max_repeats=None, time_budget=None)
     assert (cfg.warmup, cfg.duration, cfg.cell_timeout) == (0.1, 0.25, 30)
     assert cfg.producers == [1] and cfg.work_us == [20.0]
-    ids = sorted(c.cell_id for c in _only(cfg, plan_cells(cfg)))
+    ids = sorted(c.cell_id for c in named_cells(cfg, plan_cells(cfg)))
     assert ids == sorted([
         "turbo-fork-p1-c1-b100-w20-busy-e300", "turbo-fork-p1-c1-b10-w20-busy-e300",
         "turbo-fork-p1-c1-b1000-w20-busy-e300", "turbo-fork-p1-c2-b100-w20-busy-e300"])
