@@ -121,7 +121,7 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="seconds for the whole sweep: no extra repeat starts past it")
     g.add_argument("--shuffle-seed", type=int, metavar="N",
-                   help="seed of the per-repeat backend order (default: drawn, recorded in meta.json)")
+                   help="seed of the per-repeat order of backends and batch sizes (default: drawn, recorded in meta.json)")
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", help="result directory (default: results/<UTC>-<host>)")
     o.add_argument("--resume", metavar="DIR", help="continue an interrupted sweep in DIR")

@@ -152,7 +152,7 @@ META_KEYS = {
     "numa_nodes": "int or null",
     "inotify_max_user_instances": "int or null",
     "is_vm": "bool or null: the machine is a virtual machine (vm_detail says how it was told)",
-    "shuffle_seed": "int: seed of the per-repeat backend order",
+    "shuffle_seed": "int: seed of the per-repeat order of the backends and batch sizes",
     "pin": "bool: --pin (each process its own core where there are enough)",
     "sweep": "dict: the sweep config actually run (axes after overrides)",
     "calibration": "dict: busy-loop calibration (iterations per us, measured us per call) of the "

@@ -109,7 +109,7 @@ class SweepConfig:
     duration: float = 3.0
     max_buffered_events: int | str = DEFAULT_MAX_BUFFERED
     cell_timeout: float | None = None
-    #: Seed of the per-repeat backend order; None: drawn at the start (recorded).
+    #: Seed of the per-repeat order of backends and batch sizes; None: drawn at the start (recorded).
     shuffle_seed: int | None = None
     #: Adaptive repeats: at most this many per cell (None: ``repeat``, no extra ones).
     max_repeats: int | None = None
@@ -524,21 +524,43 @@ def probe_keys(cfg: SweepConfig) -> list[tuple[str, int, int]]:
 
 
 def repeat_order(cells: list[Cell], backends: list[str], rng: random.Random) -> list[Cell]:
-    """``cells`` in the order of one repeat: plan order, backends shuffled by ``rng``."""
+    """``cells`` in the order of one repeat, the batch sizes and backends shuffled by ``rng``.
+
+    Cells of one setting (start method, workload, event size, consumers,
+    work) run together: closed-loop cells first, then each load in turn,
+    and within a load every batch size, and within a batch size every
+    backend.  So the cells the report sets side by side, backends at one
+    batch size and batch sizes (``auto`` among them) at one load, run back to
+    back, in an order drawn for each repeat.  Until 2026-12-07 the batch size
+    was part of the setting, in a fixed order: ``auto`` ran after both fixed
+    sizes at every load, 8 cells (about 18 s) after batch 100 in
+    ``auto-between.toml``, and later in each repeat, further from the
+    repeat's calibration.  In each of the five ``auto-between`` sets of that
+    day the cells of a repeat's second half drifted further from it than
+    those of its first (median work drift 18.0, 17.9, 45.4, 49.2 and 47.4%
+    against 15.9, 10.2, 14.6, 22.7 and 36.1%), and ``auto``'s cells further
+    than batch 100's (18.9, 17.9, 36.8, 44.6 and 44.5% against 15.5, 12.8,
+    23.3, 37.7 and 36.1%): a slower CPU under ``auto`` near the consumers'
+    capacity, whatever the batch size did.
+    """
     order = list(backends)
     rng.shuffle(order)
-    # Within a group, closed-loop cells first: a fraction cell's rate comes
+    sizes = sorted({c.batch_size for c in cells}, key=_batch_rank)
+    rng.shuffle(sizes)
+    # Within a setting, closed-loop cells first: a fraction cell's rate comes
     # from its closed-loop twin, so the twin must have run in this repeat.
-    return sorted(cells, key=lambda c: (_group_key(c), _load_rank(c.load), order.index(c.backend)))
+    return sorted(cells, key=lambda c: (_setting_key(c), _load_rank(c.load), sizes.index(c.batch_size),
+                                        c.producers, order.index(c.backend)))
 
 
-def _group_key(cell: Cell) -> tuple:
-    """A cell's place in the plan ignoring its backend (batch size 1 for unbatched ones counts
-    with the batched cells of the smallest batch)."""
+def _batch_rank(batch: int | str) -> tuple[int, int]:
     # "auto" after every fixed size (a str never compares with an int).
-    batch = (1, 0) if is_auto(cell.batch_size) else (0, cell.batch_size)
-    return (cell.start_method, cell.workload, cell.event_bytes, cell.producers, cell.consumers,
-            cell.work_us, batch)
+    return (1, 0) if is_auto(batch) else (0, int(batch))
+
+
+def _setting_key(cell: Cell) -> tuple:
+    """A cell's place in the plan ignoring its backend, batch size, producers and load."""
+    return (cell.start_method, cell.workload, cell.event_bytes, cell.consumers, cell.work_us)
 
 
 def estimate_seconds(cfg: SweepConfig, cells: int) -> float:

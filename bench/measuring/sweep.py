@@ -5,13 +5,15 @@ Reproduce the default sweep with::
     python -m bench sweep                       # bench/sweeps/quick.toml
     python -m bench sweep --sweep bench/sweeps/full.toml
 
-Within one repeat the backend varies fastest, so the cells compared most
-often run back to back; repeat ``r`` of every cell runs before repeat
-``r + 1`` of any, so drift in the machine (thermal, background load)
-spreads over all cells instead of biasing one.  Open-loop cells run right
-after their closed-loop twins within a repeat, so that a ``frac:f`` cell's
-rate, f times the median events/s of its twin over the repeats measured so
-far, can be resolved when it runs (bench.measuring.schedule.RateResolver).
+Within one repeat the backend varies fastest, then the batch size, both in
+an order drawn for the repeat, then the load, so the cells compared most
+often run back to back (bench.measuring.plan.repeat_order); repeat ``r``
+of every cell runs before repeat ``r + 1`` of any, so drift in the machine
+(thermal, background load) spreads over all cells instead of biasing one.
+A setting's open-loop cells run after all its closed-loop ones within a
+repeat, so that a ``frac:f`` cell's rate, f times the median events/s of
+its twin over the repeats measured so far, can be resolved when it runs
+(bench.measuring.schedule.RateResolver).
 
 Adaptive repeats (bench.measuring.adaptive): after the planned repeats, a cell
 whose events/s spread over its valid repeats exceeds the report's noise

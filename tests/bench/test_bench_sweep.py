@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -33,6 +34,7 @@ from bench.measuring.plan import (
     estimate_seconds,
     load_sweep_file,
     plan_cells,
+    repeat_order,
 )
 from bench.results import RunsWriter, read_runs
 from bench.schema import COLUMNS, META_KEYS, SCHEMA_VERSION
@@ -459,6 +461,33 @@ def test_open_loop_cells_are_planned_after_their_closed_twin():
     assert not any(c.open_loop for c in plan_cells(cfg)) and "no open-loop cells" in warnings[0]
     with pytest.raises(SweepConfigError, match="^open_loop_backends"):
         build_config(raw, {"backends": ["mpq"], "rates": [500]}, cores=2)
+
+
+def test_a_repeat_runs_each_load_s_batch_sizes_back_to_back_in_an_order_drawn_for_it():
+    # The report sets batch sizes side by side at one load (auto against the
+    # best fixed size): those cells run together, closed-loop ones first,
+    # and no batch size always runs first (nor auto always last).
+    cfg = build_config({"backends": ["turbo", "mpq-batch"], "batch_sizes": [100, 1000, "auto"],
+                        "consumers": [1, 2], "rates": [2000], "rate_fractions": [0.5]}, cores=2)
+    cells = plan_cells(cfg)
+    firsts, lasts = set(), set()
+    for seed in range(30):
+        order = repeat_order(cells, cfg.backends, random.Random(seed))
+        assert sorted(c.cell_id for c in order) == sorted(c.cell_id for c in cells)
+        place = {c.cell_id: i for i, c in enumerate(order)}
+        blocks = [(c.consumers, c.load) for c in order]
+        starts = [b for i, b in enumerate(blocks) if i == 0 or blocks[i - 1] != b]
+        assert len(starts) == len(set(starts)) == 2 * 3, starts  # each (consumers, load) in one run
+        for c in order:
+            if c.open_loop:  # after its closed-loop twin
+                assert place[c.cell_id.rsplit("-", 1)[0]] < place[c.cell_id]
+        for block in set(starts):
+            sizes = [c.batch_size for c in order if (c.consumers, c.load) == block]
+            runs = [b for i, b in enumerate(sizes) if i == 0 or sizes[i - 1] != b]
+            assert len(runs) == len(set(runs)), sizes  # a batch size's backends back to back
+        firsts.add(order[0].batch_size)
+        lasts.add(order[-1].batch_size)
+    assert firsts == lasts == {100, 1000, "auto"}
 
 
 def _fake_run_cell(eps_by_id, calls):
