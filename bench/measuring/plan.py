@@ -524,16 +524,19 @@ def probe_keys(cfg: SweepConfig) -> list[tuple[str, int, int]]:
 
 
 def repeat_order(cells: list[Cell], backends: list[str], rng: random.Random) -> list[Cell]:
-    """``cells`` in the order of one repeat, the batch sizes and backends shuffled by ``rng``.
+    """``cells`` in the order of one repeat, the settings, batch sizes and backends shuffled by ``rng``.
 
     Cells of one setting (start method, workload, event size, consumers,
     work) run together: closed-loop cells first, then each load in turn,
     and within a load every batch size, and within a batch size every
     backend.  So the cells the report sets side by side, backends at one
     batch size and batch sizes (``auto`` among them) at one load, run back to
-    back, in an order drawn for each repeat.  Until 2026-12-07 the batch size
-    was part of the setting, in a fixed order: ``auto`` ran after both fixed
-    sizes at every load, 8 cells (about 18 s) after batch 100 in
+    back, in an order drawn for each repeat, as is the order of the settings
+    (none always runs last in a repeat, furthest from its calibration).
+
+    Until 2026-12-07 the batch size was part of the setting, and the
+    settings ran in a fixed order: ``auto`` ran after both fixed sizes at
+    every load, 8 cells (about 18 s) after batch 100 in
     ``auto-between.toml``, and later in each repeat, further from the
     repeat's calibration.  In each of the five ``auto-between`` sets of that
     day the cells of a repeat's second half drifted further from it than
@@ -547,10 +550,12 @@ def repeat_order(cells: list[Cell], backends: list[str], rng: random.Random) -> 
     rng.shuffle(order)
     sizes = sorted({c.batch_size for c in cells}, key=_batch_rank)
     rng.shuffle(sizes)
+    settings = sorted({_setting_key(c) for c in cells})
+    rng.shuffle(settings)
     # Within a setting, closed-loop cells first: a fraction cell's rate comes
     # from its closed-loop twin, so the twin must have run in this repeat.
-    return sorted(cells, key=lambda c: (_setting_key(c), _load_rank(c.load), sizes.index(c.batch_size),
-                                        c.producers, order.index(c.backend)))
+    return sorted(cells, key=lambda c: (settings.index(_setting_key(c)), _load_rank(c.load),
+                                        sizes.index(c.batch_size), c.producers, order.index(c.backend)))
 
 
 def _batch_rank(batch: int | str) -> tuple[int, int]:

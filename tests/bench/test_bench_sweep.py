@@ -466,7 +466,7 @@ def test_open_loop_cells_are_planned_after_their_closed_twin():
 def test_a_repeat_runs_each_load_s_batch_sizes_back_to_back_in_an_order_drawn_for_it():
     # The report sets batch sizes side by side at one load (auto against the
     # best fixed size): those cells run together, closed-loop ones first,
-    # and no batch size always runs first (nor auto always last).
+    # and no batch size (nor consumer count) always runs first or last.
     cfg = build_config({"backends": ["turbo", "mpq-batch"], "batch_sizes": [100, 1000, "auto"],
                         "consumers": [1, 2], "rates": [2000], "rate_fractions": [0.5]}, cores=2)
     cells = plan_cells(cfg)
@@ -485,9 +485,10 @@ def test_a_repeat_runs_each_load_s_batch_sizes_back_to_back_in_an_order_drawn_fo
             sizes = [c.batch_size for c in order if (c.consumers, c.load) == block]
             runs = [b for i, b in enumerate(sizes) if i == 0 or sizes[i - 1] != b]
             assert len(runs) == len(set(runs)), sizes  # a batch size's backends back to back
-        firsts.add(order[0].batch_size)
-        lasts.add(order[-1].batch_size)
-    assert firsts == lasts == {100, 1000, "auto"}
+        firsts.add((order[0].batch_size, order[0].consumers))
+        lasts.add((order[-1].batch_size, order[-1].consumers))
+    assert {b for b, _c in firsts} == {b for b, _c in lasts} == {100, 1000, "auto"}
+    assert {c for _b, c in firsts} == {c for _b, c in lasts} == {1, 2}  # no setting always last
 
 
 def _fake_run_cell(eps_by_id, calls):
