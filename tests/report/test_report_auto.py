@@ -281,3 +281,54 @@ def test_a_load_at_the_best_fixed_size_s_own_maximum_says_so(tmp_path):
     assert c.verdict == LOSES and c.best_batch == 1000 and "own closed-loop maximum" in c.reason, c.reason
     (between,) = [line for line in goal_lines(list(lost.values())) if line.startswith("in between")]
     assert "missed at 19,000 events/s" in between and "own closed-loop maximum" in between, between
+
+
+@pytest.mark.parametrize("short, verdict", [(1, "cannot decide"), (2, "cannot decide"), (3, LOSES)])
+def test_a_shortfall_decides_only_from_three_pairs_all_one_way(tmp_path, short, verdict):
+    # At rate:2000, offered alike to every size, the winning set's auto has
+    # the lower p99 in all 8 pairs.  Made to fall short of the load in
+    # ``short`` repeats where batch 100 carried it: from 3 such pairs (1 in 8
+    # if the two were alike) auto loses by its shortfalls; 1 or 2 of 8 (1 in
+    # 2, 1 in 4) decide nothing, and the p99s then favour the side that fell
+    # short, so the two readings disagree (before, one shortfall "lost").
+    import pandas as pd
+
+    from bench.analysing.auto import MIN_SHORT_PAIRS
+
+    assert MIN_SHORT_PAIRS == 3
+    path = write_result_set(tmp_path, [_win()], consumers=(1, 2), cores=8, open_loop=("rate:2000",),
+                            open_loop_consumers=(1,), repeats=8)
+    assert _by_load(path)[("rate:2000", 1)].verdict == WINS
+    runs = pd.read_csv(path / "runs.csv", keep_default_na=False)
+    at = (runs["load"] == "rate:2000") & (runs["consumers"] == 1) & (runs["batch_size"].astype(str) == "auto")
+    rows = runs.index[at & (runs["repeat"] < short)]
+    assert len(rows) == short
+    runs.loc[rows, "events_per_s"] = 0.8 * runs.loc[rows, "offered_rate"].astype(float)
+    runs.to_csv(path / "runs.csv", index=False)
+    c = _by_load(path)[("rate:2000", 1)]
+    assert c.best_carries and not c.auto_carries and c.pairs == 8
+    assert (c.auto_short_pairs, c.best_short_pairs) == (short, 0)
+    assert c.verdict == verdict, c.reason
+    assert f"auto fell short of the load in {short} of 8 repeats" in c.reason, c.reason
+    assert f"{short} of 8 pairs of repeats had one short and the other not" in c.reason, c.reason
+    if verdict == LOSES:
+        assert c.chance == 0.5 ** short
+    else:
+        assert c.chance == 0.5 ** 8 and "too few to decide on" in c.reason  # the p99s' pairs
+        assert "lower p99 latency than batch" in c.reason and "but auto fell short of the load and batch" in c.reason
+
+
+def test_a_shortfall_too_few_to_decide_leaves_the_p99s_to_decide():
+    from bench.analysing.auto import UNDECIDED, AutoComparison, Ratio, _verdict
+
+    c = AutoComparison({}, "rate:35000", 1, best_batch=100, auto_carries=False, auto_short=1, auto_n=8,
+                       best_n=8, pairs=8, auto_short_pairs=1)
+    c.latency_p99 = Ratio.of([1.2, 0.8, 1.1, 0.9, 1.3, 0.7, 1.05, 0.95])
+    verdict, reason, chance = _verdict(c)
+    assert verdict == UNDECIDED and chance == 0.5 ** 8  # the p99s' pairs decided (nothing)
+    assert reason.startswith("auto fell short of the load in 1 of 8 repeats and batch 100 in none of 8, "
+                             "too few to decide on: 1 of 8 pairs"), reason
+    assert "p99 latency above batch 100's in 4 of 8 pairs" in reason, reason
+    c.latency_p99 = Ratio.of([1.2] * 8)  # every pair higher as well: a loss on the p99s
+    verdict, reason, chance = _verdict(c)
+    assert verdict == LOSES and chance == 0.5 ** 8, reason
