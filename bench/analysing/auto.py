@@ -427,8 +427,8 @@ def _by_shortfalls(c: AutoComparison, verdict: str, what: str) -> tuple[str, str
     for the p99s); fewer, and the p99s decide, which a shortfall's backlog
     weighs on anyway.  A single shortfall decided until 2026-12-07: in
     results/20261207T154049Z-vm at 35,000/s with 1 consumer auto "lost" by 1
-    short repeat of 8 against none (its p99 1.05 of batch 100's, above in 4
-    of 8 pairs), and at 0.9 of the maximum by 2 of 8 with its p99 0.36 of
+    short repeat of 8 against none (its p99 0.96 of batch 100's, above in 4
+    of 8 pairs), and at 0.9 of the maximum by 2 of 8 with its p99 0.38 of
     batch 1000's; alike, that many fall one way 1 time in 2 and in 4.
     """
     d = c.auto_short_pairs if verdict == LOSES else c.best_short_pairs
