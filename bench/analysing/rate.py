@@ -7,7 +7,7 @@ p99 end-to-end latency within 50 ms, at the least CPU?  Per scenario:
 1. **Open-loop evidence first.**  For each (batch size, consumers) the
    open-loop cell at the lowest offered rate at or above the expected one
    (within 5% below counts as "at") must have carried its rate (achieved >=
-   95% of offered) and kept its p99 within the budget.  A cell measured at
+   95% of offered, or less only within its window's count: not saturated) and kept its p99 within the budget.  A cell measured at
    a *higher* rate filled its batches faster than the expected rate will:
    the p99 is raised by the extra fill time, ``min(B P / R, max_batch_age)``
    minus the same at the cell's rate, before it is held against the budget.
@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from bench.analysing.loading import (
-    CARRIED_SHARE,
     DEFAULT_NOISE_THRESHOLD,
     SCENARIO_KEYS,
     batch_rank,
@@ -230,7 +229,8 @@ def _open_candidate(ol, b, n, rec) -> RateCandidate | None:
     extra = 0.0 if at else max(0.0, fill_ms - _fill_ms(rec, b, producers, cand.offered_rate))
     cand.p99_at_rate_ms = cand.p99_ms + extra
     cand.cores = cand.cpu_us_per_event * rec.expected_rate / 1e6
-    cand.carries = not bool(r["saturated"]) and cand.achieved >= CARRIED_SHARE * cand.offered_rate
+    # The loader's saturated: the harness's own rule, count error included.
+    cand.carries = not bool(r["saturated"])
     if not cand.carries:
         cand.reason = (f"did not carry {cand.offered_rate:,.0f} events/s offered "
                        f"(achieved {cand.achieved:,.0f})")

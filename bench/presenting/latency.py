@@ -3,7 +3,8 @@
 The curves are the OpenMessaging Benchmark's view: per scenario, one curve
 per (backend, batch size[, consumers]), x = achieved events/s, y = p99
 (solid) and p50 (dashed) latency on a log scale, end to end on the left and
-queue wait on the right.  Saturated points (achieved < 95% of offered) are
+queue wait on the right.  Saturated points (achieved < 95% of offered, beyond
+what the window's count can tell) are
 drawn hollow and red-rimmed: their latency grows with the window and is no
 steady state.  Beside the curves a table puts turbo's batch fill time
 ``B / (rate per producer)`` (capped by ``max_batch_age``) next to the
@@ -95,7 +96,8 @@ def latency_section(doc, save, open_cells: pd.DataFrame, scenario: dict, age: tu
     doc.p(
         "Each point is an open-loop cell: events scheduled at a fixed rate and timed from their "
         "scheduled time, so a producer that fell behind cannot hide the queueing it caused. "
-        "Solid: p99, dashed: p50; red rims: saturated cells (achieved < 95% of offered), whose "
+        "Solid: p99, dashed: p50; red rims: saturated cells (achieved < 95% of offered, beyond what "
+        "the window's event count can tell), whose "
         "latency grows with the window and is not a steady state."
     )
     save(plot_latency_vs_throughput(open_cells, scenario, budget_ms, expected_rate),

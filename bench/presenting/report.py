@@ -539,7 +539,7 @@ def _method_section(doc, thr, budget, noise):
             f"among those with p99 <= {budget:g} ms.",
             f"Noise: a cell with (max-min)/median of events/s above {noise:.0%} is too noisy to recommend from.",
             "Open loop (load rate:R or frac:f): events scheduled at the offered rate and timed from "
-            "their scheduled time; a cell is saturated when it achieved < 95% of what was offered. "
+            "their scheduled time; a cell is saturated when it achieved < 95% of what was offered, by more than its window's event count can tell (achieved_rate_err). "
             "Batch fill time = B / (offered rate per producer), capped by max_batch_age for turbo.",
             "For a stated rate (`--expected-rate R --latency-budget D`): per turbo batch size and "
             "consumer count, the open-loop cell at the lowest rate >= R must carry it with p99 <= D "

@@ -241,3 +241,30 @@ def test_rate_answer_never_rests_on_one_valid_repeat(tmp_path):
     assert not rec.ok and not rec.candidates
     assert any("fewer than 2 valid repeats" in n and "turbo-fork-p1-c1-b100" in n
                for n in rec.notes), rec.notes
+
+
+def test_a_shortfall_within_the_window_s_count_is_no_saturation(tmp_path):
+    # The reader takes the harness's own rule (bench.measuring.validity.
+    # saturated): short by more than 5% *and* by more than the count of a
+    # window can tell.  Batch 1000 at 500 events/s delivers a batch or two in
+    # a window: 20% short with a count good to 30% is no shortfall; 20% short
+    # with one good to 2% is.
+    from bench.analysing.openloop import carried
+
+    d = write_result_set(tmp_path, [_turbo()], consumers=(1, 2), cores=8, open_loop=("rate:500",),
+                         open_loop_consumers=(1,))
+    runs = pd.read_csv(d / "runs.csv", keep_default_na=False)
+    at = (runs["load"] == "rate:500") & (runs["consumers"] == 1)
+    for batch, err in ((1000, 0.30), (100, 0.02)):
+        rows = at & (runs["batch_size"].astype(str) == str(batch))
+        assert rows.sum() >= 1
+        runs.loc[rows, "events_per_s"] = 0.8 * 500
+        runs["achieved_rate_err"] = runs["achieved_rate_err"].astype(object)
+        runs.loc[rows, "achieved_rate_err"] = str(err)
+        runs.loc[rows, "saturated"] = "False" if err > 0.2 else "True"  # as the harness wrote them
+    runs.to_csv(d / "runs.csv", index=False)
+    rs, _cells, ol, _ = _loaded(d)
+    sat = ol.set_index(["batch_size", "consumers", "load"])["saturated"]
+    assert not sat[(1000, 1, "rate:500")] and sat[(100, 1, "rate:500")]
+    by = ol.set_index(["batch_size", "consumers", "load"])
+    assert carried(by.loc[(1000, 1, "rate:500")]) and not carried(by.loc[(100, 1, "rate:500")])
