@@ -249,9 +249,9 @@ def _basis(auto: pd.DataFrame, fixed: pd.DataFrame) -> str:
     return USABLE
 
 
-def _short(rows: pd.DataFrame) -> pd.Series:
-    """Open loop: whether each repeat fell short of its load (the loader's ``saturated``: the harness's rule)."""
-    return rows["saturated"].fillna(False).astype(bool)
+def _short(saturated: pd.Series) -> pd.Series:
+    """Open loop: whether each repeat fell short of its load, from the loader's ``saturated`` (the harness's rule)."""
+    return saturated.fillna(False).astype(bool)
 
 
 def _summary(rows: pd.DataFrame) -> dict:
@@ -261,7 +261,7 @@ def _summary(rows: pd.DataFrame) -> dict:
     if rows["load"].iloc[0] != LOAD_CLOSED:
         # The reader's rule (bench.analysing.openloop.carried): a cell carries
         # its load when no repeat fell short of it.
-        short = int(_short(rows).sum())
+        short = int(_short(rows["saturated"]).sum())
     qw = rows["queue_wait_p99_ms"].dropna()
     return {"carries": short == 0, "short": short, "n": len(rows),
             "qw_lo": float(qw.min()) if len(qw) else math.nan,
@@ -341,9 +341,7 @@ def _compare(scenario: dict, load: str, n: int, auto: pd.DataFrame,
     pairs = a_rows.merge(b_rows, on="repeat", suffixes=("_a", "_b"))
     c.pairs = len(pairs)
     if not c.closed and len(pairs):
-        a_short = _short(a_rows).set_axis(a_rows["repeat"])
-        b_short = _short(b_rows).set_axis(b_rows["repeat"])
-        a_short, b_short = a_short[pairs["repeat"]].to_numpy(), b_short[pairs["repeat"]].to_numpy()
+        a_short, b_short = _short(pairs["saturated_a"]), _short(pairs["saturated_b"])
         c.auto_short_pairs = int((a_short & ~b_short).sum())
         c.best_short_pairs = int((b_short & ~a_short).sum())
 

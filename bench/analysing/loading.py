@@ -322,11 +322,9 @@ def check_validity(runs: pd.DataFrame) -> None:
     # line, batch 1000's cells at about 2,100 events/s in a 2 s window (four
     # batches, a count good to 22-24%) "fell short in 3 of 3 repeats" that
     # their rows mark as carried.
-    count_err = pd.to_numeric(runs.get("achieved_rate_err"), errors="coerce") \
-        if "achieved_rate_err" in runs else pd.Series(0.0, index=runs.index)
-    short = [short_of_offered(o, e, c if c == c else 0.0) if o == o and e == e else False
-             for o, e, c in zip(pd.to_numeric(runs["offered_rate"], errors="coerce"),
-                                pd.to_numeric(runs["events_per_s"], errors="coerce"), count_err)]
+    # A closed-loop row has no offered rate (NaN): never short of it.
+    short = [short_of_offered(o, e, c) for o, e, c in
+             zip(runs["offered_rate"], runs["events_per_s"], runs["achieved_rate_err"].fillna(0.0))]
     runs["saturated"] = ok & ~closed & pd.Series(short, index=runs.index, dtype=bool)
     clock = runs.loc[ok, "cpu_mhz"].median()
     flags, excl = [], []
