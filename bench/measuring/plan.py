@@ -575,10 +575,6 @@ def estimate_seconds(cfg: SweepConfig, cells: int) -> float:
     return cells * cfg.repeat * per_cell
 
 
-def count_cells(cfg: SweepConfig) -> int:
-    return len(plan_cells(cfg)) * cfg.repeat
-
-
 __all__ = [
     "AUTO_BUFFER",
     "CALIBRATE_ONCE",
@@ -590,7 +586,6 @@ __all__ = [
     "SweepConfigError",
     "auto_skipped",
     "build_config",
-    "count_cells",
     "estimate_seconds",
     "load_sweep_file",
     "named_cells",
