@@ -80,14 +80,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench.analysing.loading import (
-    SCENARIO_KEYS,
-    batch_label,
-    batch_rank,
-    is_auto,
-    ok_runs,
-    select,
-)
+from bench.analysing.axes import SCENARIO_KEYS, batch_label, batch_rank, is_auto, select
+from bench.analysing.loading import ok_runs
 from bench.measuring.schedule import RateResolver, frac_load, load_id_suffix
 from bench.schema import LOAD_CLOSED
 

@@ -15,7 +15,6 @@ that never happened.  Failed rows stay available through :func:`failed_runs`.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.analysing.axes import SCALING_AXIS, SCENARIO_KEYS, batch_sort_key
+from bench.measuring.backends.base import AUTO_BATCH, is_auto
 from bench.measuring.validity import saturated as short_of_offered
 from bench.schema import CELL_KEYS, COLUMNS, SCHEMA_VERSION
 
@@ -59,19 +60,6 @@ PRODUCER_SATURATED_PCT = 90.0
 #: about 2% of the work.
 CPU_TICK_S = 0.01
 CALIBRATION_TOLERANCE = 0.02
-
-#: The scaling axis of every curve: producers are usually fixed (often 1) and
-#: the user's question is how many consumers to run.
-SCALING_AXIS = "consumers"
-
-#: Axes that are held fixed along one scaling curve.  One combination of their
-#: values is one *scenario*; the report draws and recommends per scenario
-#: because the user's per-event work (``work_us``) changes the answer.
-SCENARIO_KEYS = ("start_method", "producers", "workload", "event_bytes", "work_us")
-#: ``producers`` of a scenario whose cells sized their producers themselves
-#: (``producers_setting == "auto"``, bench.measuring.supply): their counts differ
-#: from cell to cell, and the cells form one scenario by that setting.
-AUTO_PRODUCERS = "auto"
 
 #: Columns without which nothing can be reported.
 #: ``load`` joined the cell keys in schema 2; a v1 set has none and is all closed loop.
@@ -207,51 +195,16 @@ def load_runs(path: str | os.PathLike) -> pd.DataFrame:
     return runs.copy()  # consolidate the blocks the column fixes above left scattered
 
 
-#: The batch size of turbo's adaptive cells (bench.measuring.backends.base.AUTO_BATCH).
-AUTO_BATCH = "auto"
-
-
-def is_auto(batch_size) -> bool:
-    """True for the adaptive batch size "auto" (its own curve, never a number)."""
-    return isinstance(batch_size, str) and batch_size.strip().lower() == AUTO_BATCH
-
-
 def _batch_value(v):
     """A runs.csv batch_size: an int, "auto", or NaN when empty or unreadable."""
     text = str(v).strip()
-    if is_auto(text):
+    if text.lower() == AUTO_BATCH:
         return AUTO_BATCH
     try:
         f = float(text)
     except ValueError:
         return np.nan
     return int(f) if f.is_integer() else f
-
-
-def batch_rank(batch_size) -> float:
-    """Sort rank of a batch size: fixed sizes by size, then "auto" (for ordering only)."""
-    if is_auto(batch_size):
-        return math.inf
-    try:
-        return float(batch_size)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def batch_sort_key(s: pd.Series) -> pd.Series:
-    """``sort_values(key=...)``: batch_size by :func:`batch_rank`, other columns as they are."""
-    return s.map(batch_rank) if s.name == "batch_size" else s
-
-
-def batch_label(batch_size) -> str:
-    """How a batch size is written in tables and legends: "1000", "auto"."""
-    if is_auto(batch_size):
-        return AUTO_BATCH
-    try:
-        f = float(batch_size)
-    except (TypeError, ValueError):
-        return str(batch_size)
-    return f"{f:g}" if not f.is_integer() else str(int(f))
 
 
 def _rate_of_load(load: str) -> float:
@@ -572,81 +525,6 @@ def _first_error(s: pd.Series) -> str:
         if isinstance(v, str) and v.strip():
             return v.strip()
     return ""
-
-
-def scenarios(cells: pd.DataFrame) -> list[dict]:
-    """Distinct combinations of :data:`SCENARIO_KEYS` as dicts, by per-event work first.
-
-    Sorted so that the last scenario has the largest ``work_us``, the one
-    closest to the CPU-heavy pipelines turbo_queue is for.
-    """
-    combos = cells[list(SCENARIO_KEYS)].copy()
-    if "producers_setting" in cells:
-        auto = cells["producers_setting"] == AUTO_PRODUCERS
-        combos["producers"] = combos["producers"].astype(object).where(~auto, AUTO_PRODUCERS)
-    combos = combos.drop_duplicates()
-    combos = combos.sort_values(["work_us", "producers", "workload", "event_bytes", "start_method"],
-                                key=lambda s: s.map(str) if s.name == "producers" else s)
-    return [dict(zip(SCENARIO_KEYS, _py(row))) for row in combos.itertuples(index=False)]
-
-
-def _py(values) -> list:
-    """numpy scalars -> plain Python, so scenarios print and compare cleanly."""
-    out = []
-    for v in values:
-        if isinstance(v, np.generic):
-            v = v.item()
-        if isinstance(v, float) and v.is_integer():
-            v = int(v) if not math.isnan(v) else v
-        out.append(v)
-    return out
-
-
-def select(cells: pd.DataFrame, **axes) -> pd.DataFrame:
-    """Rows of ``cells`` matching every given axis value (None = any)."""
-    mask = pd.Series(True, index=cells.index)
-    if "producers" in axes and axes["producers"] is not None and "producers_setting" in cells:
-        # An auto scenario is its setting; a fixed count never takes in auto cells.
-        auto = cells["producers_setting"] == AUTO_PRODUCERS
-        mask &= auto if axes["producers"] == AUTO_PRODUCERS else ~auto
-        if axes["producers"] == AUTO_PRODUCERS:
-            axes = {k: v for k, v in axes.items() if k != "producers"}
-    for key, value in axes.items():
-        if value is None:
-            continue
-        if isinstance(value, (list, tuple, set)):
-            mask &= cells[key].isin(list(value))
-        else:
-            mask &= cells[key] == value
-    return cells[mask]
-
-
-def scenario_label(scenario: dict) -> str:
-    """Short human label, e.g. 'W=50 us, busy, 300 B events, 1 producer, fork'."""
-    p = scenario["producers"]
-    return (
-        f"W={_num(scenario['work_us'])} us, {scenario['workload']}, "
-        f"{_num(scenario['event_bytes'])} B events, {_num(p)} producer{'s' if p != 1 else ''}, "
-        f"{scenario['start_method']}"
-    )
-
-
-def scenario_slug(scenario: dict) -> str:
-    """File-name-safe id, e.g. 'w50-busy-e300-p1-fork'."""
-    return (
-        (
-            f"w{_num(scenario['work_us'])}-{scenario['workload']}-e{_num(scenario['event_bytes'])}"
-            f"-p{_num(scenario['producers'])}-{scenario['start_method']}"
-        )
-        .replace(".", "_")
-        .replace("/", "_")
-    )
-
-
-def _num(v) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
 
 
 def find_result_dirs(root: str | os.PathLike = "results") -> list[Path]:

@@ -23,14 +23,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.analysing.loading import (
-    SCENARIO_KEYS,
-    aggregate,
-    batch_rank,
-    batch_sort_key,
-    is_auto,
-    select,
-)
+from bench.analysing.axes import SCENARIO_KEYS, batch_rank, batch_sort_key, is_auto, select
+from bench.analysing.loading import aggregate
 
 #: Backends whose producer groups events into batches before the consumer can
 #: see any of them: an event waits for its batch to fill.

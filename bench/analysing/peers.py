@@ -45,7 +45,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from bench.analysing.auto import Ratio
-from bench.analysing.loading import SCENARIO_KEYS, batch_rank, is_auto, ok_runs, select
+from bench.analysing.axes import SCENARIO_KEYS, batch_rank, is_auto, select
+from bench.analysing.loading import ok_runs
 from bench.schema import LOAD_CLOSED
 
 TURBO = "turbo"

@@ -36,14 +36,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from bench.analysing.loading import (
-    DEFAULT_NOISE_THRESHOLD,
-    SCENARIO_KEYS,
-    batch_rank,
-    scenario_label,
-    select,
-    too_few_valid,
-)
+from bench.analysing.axes import SCENARIO_KEYS, batch_rank, scenario_label, select
+from bench.analysing.loading import DEFAULT_NOISE_THRESHOLD, too_few_valid
 from bench.analysing.openloop import fill_time_s
 
 TURBO = "turbo"

@@ -1,7 +1,7 @@
 """Turn aggregated cells into the two numbers a user came for: processes and batch size.
 
 Rules (issue 4), applied per scenario (one combination of
-:data:`bench.analysing.loading.SCENARIO_KEYS`, so per ``work_us``):
+:data:`bench.analysing.axes.SCENARIO_KEYS`, so per ``work_us``):
 
 * **Process count** (consumers; producers are fixed by the scenario): for each
   turbo batch size, the largest consumer count N such that scaling efficiency
@@ -39,9 +39,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench.analysing.loading import (
+from bench.analysing.axes import (
     AUTO_PRODUCERS,
-    DEFAULT_NOISE_THRESHOLD,
     SCALING_AXIS,
     SCENARIO_KEYS,
     batch_rank,
@@ -49,9 +48,8 @@ from bench.analysing.loading import (
     is_auto,
     scenario_label,
     select,
-    too_few_valid,
-    usable_runs,
 )
+from bench.analysing.loading import DEFAULT_NOISE_THRESHOLD, too_few_valid, usable_runs
 from bench.analysing.usl import MIN_POINTS, USLFit, fit_usl
 
 TURBO = "turbo"

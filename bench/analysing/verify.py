@@ -49,18 +49,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.analysing.loading import (
-    AUTO_BATCH,
-    AUTO_PRODUCERS,
-    ResultSetError,
-    aggregate,
-    batch_rank,
-    is_auto,
-    load_result_set,
-    scenarios,
-    select,
-    too_few_valid,
-)
+from bench.analysing.axes import AUTO_BATCH, AUTO_PRODUCERS, batch_rank, is_auto, scenarios, select
+from bench.analysing.loading import ResultSetError, aggregate, load_result_set, too_few_valid
 from bench.analysing.recommend import TURBO, Recommendation, recommend_all
 
 SCHEMA_VERSION = 1

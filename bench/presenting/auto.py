@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from bench.analysing.auto import EDGE_SHARE, AutoComparison, goal_lines, load_label
-from bench.analysing.loading import batch_label, scenario_label
+from bench.analysing.axes import batch_label, scenario_label
 from bench.presenting import plots
 from bench.presenting.csvout import write_comparisons
 

@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from bench.analysing.loading import scenario_label
+from bench.analysing.axes import scenario_label
 from bench.analysing.recommend import backend_name
 
 VERIFY_FILE = "verify.json"

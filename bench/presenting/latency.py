@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from bench.analysing.loading import scenario_label
+from bench.analysing.axes import scenario_label
 from bench.analysing.openloop import AGE_BOUNDED, batching_table, curves, low_rate_summary
 from bench.analysing.rate import EVIDENCE_CLOSED, RateRecommendation
 from bench.analysing.recommend import backend_name

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bench.analysing.loading import batch_label, scenario_label
+from bench.analysing.axes import batch_label, scenario_label
 from bench.analysing.peers import MIXED, PUT_PATH, QUEUE, WITHIN, PeerComparison
 from bench.analysing.recommend import backend_name
 from bench.presenting.csvout import write_comparisons

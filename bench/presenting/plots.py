@@ -26,13 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.analysing.loading import (  # noqa: E402
-    SCALING_AXIS,
-    batch_rank,
-    is_auto,
-    scenario_label,
-    select,
-)
+from bench.analysing.axes import SCALING_AXIS, batch_rank, is_auto, scenario_label, select  # noqa: E402
 from bench.analysing.recommend import TURBO, backend_name, best_batch, curve, is_batched  # noqa: E402
 from bench.analysing.usl import MIN_POINTS  # noqa: E402
 

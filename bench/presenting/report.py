@@ -32,19 +32,21 @@ from pathlib import Path
 import pandas as pd
 
 from bench.analysing.auto import compare_auto
-from bench.analysing.loading import (
-    DEFAULT_NOISE_THRESHOLD,
+from bench.analysing.axes import (
     SCALING_AXIS,
     SCENARIO_KEYS,
+    scenario_label,
+    scenario_slug,
+    scenarios,
+    select,
+)
+from bench.analysing.loading import (
+    DEFAULT_NOISE_THRESHOLD,
     ResultSet,
     ResultSetError,
     aggregate,
     failed_runs,
     load_result_set,
-    scenario_label,
-    scenario_slug,
-    scenarios,
-    select,
 )
 from bench.analysing.openloop import max_batch_age, open_loop_cells
 from bench.analysing.peers import compare_peers

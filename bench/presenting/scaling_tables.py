@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from bench.analysing.loading import SCALING_AXIS, batch_rank
+from bench.analysing.axes import SCALING_AXIS, batch_rank
 from bench.analysing.recommend import (
     DEFAULT_WITHIN,
     TURBO,

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from bench.__main__ import main
-from bench.analysing.loading import aggregate, load_result_set, scenarios, select
+from bench.analysing.axes import scenarios, select
+from bench.analysing.loading import aggregate, load_result_set
 from bench.measuring import adaptive, supply
 from bench.measuring.cell import leaked_children
 from bench.measuring.plan import (

@@ -20,7 +20,8 @@ import pytest
 
 from bench.__main__ import main
 from bench.analysing import verify as v
-from bench.analysing.loading import aggregate, find_result_dirs, load_result_set, scenarios
+from bench.analysing.axes import scenarios
+from bench.analysing.loading import aggregate, find_result_dirs, load_result_set
 from bench.analysing.recommend import recommend_all
 from bench.measuring.cell import leaked_children
 

@@ -17,7 +17,8 @@ import pytest
 from report_synth import AUTO, auto_turbo, open_loop_point, write_result_set
 
 from bench.analysing.auto import LOSES, WINS, compare_auto
-from bench.analysing.loading import aggregate, load_result_set, scenarios
+from bench.analysing.axes import scenarios
+from bench.analysing.loading import aggregate, load_result_set
 from bench.analysing.openloop import open_loop_cells
 from bench.analysing.rate import recommend_rate
 from bench.analysing.recommend import recommend

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from report_synth import linear_turbo, saturating_mpq, write_result_set
 
-from bench.analysing.loading import aggregate, find_result_dirs, load_result_set, scenarios
+from bench.analysing.axes import scenarios
+from bench.analysing.loading import aggregate, find_result_dirs, load_result_set
 from bench.analysing.recommend import fit_curves
 from bench.presenting import plots
 from bench.presenting.report import main

@@ -13,8 +13,9 @@ import csv
 import pytest
 from report_synth import write_result_set
 
+from bench.analysing.axes import scenarios
 from bench.analysing.compare import compare_sets
-from bench.analysing.loading import COLUMN_KINDS, aggregate, load_result_set, scenarios
+from bench.analysing.loading import COLUMN_KINDS, aggregate, load_result_set
 from bench.analysing.recommend import recommend
 from bench.presenting.report import reproduce_command
 

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from report_synth import Backend, linear_turbo, saturating_mpq, usl_eps, write_result_set
 
-from bench.analysing.loading import aggregate, excluded_runs, load_result_set, scenarios
+from bench.analysing.axes import scenarios
+from bench.analysing.loading import aggregate, excluded_runs, load_result_set
 from bench.analysing.recommend import curve, fit_curves, recommend
 from bench.analysing.usl import fit_usl, usl
 from bench.presenting import plots

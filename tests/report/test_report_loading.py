@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from report_synth import write_result_set
 
+from bench.analysing.axes import scenarios
 from bench.analysing.loading import (
     ResultSetError,
     aggregate,
@@ -17,7 +18,6 @@ from bench.analysing.loading import (
     failed_runs,
     find_result_dirs,
     load_result_set,
-    scenarios,
 )
 
 

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from report_synth import linear_turbo, saturating_mpq, write_result_set
 
-from bench.analysing.loading import aggregate, load_result_set, scenarios
+from bench.analysing.axes import scenarios
+from bench.analysing.loading import aggregate, load_result_set
 from bench.analysing.openloop import batching_table, max_batch_age, open_loop_cells
 from bench.analysing.rate import EVIDENCE_ABOVE, EVIDENCE_CLOSED, recommend_rate
 from bench.presenting.latency import plot_latency_vs_throughput

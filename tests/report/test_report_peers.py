@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from report_synth import batched_mpq, linear_turbo, write_result_set
 
-from bench.analysing.loading import aggregate, load_result_set, scenarios
+from bench.analysing.axes import scenarios
+from bench.analysing.loading import aggregate, load_result_set
 from bench.analysing.peers import (
     MIXED,
     PEER_AHEAD,

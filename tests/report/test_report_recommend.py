@@ -14,7 +14,8 @@ from report_synth import (
     write_result_set,
 )
 
-from bench.analysing.loading import aggregate, load_result_set, scenarios
+from bench.analysing.axes import scenarios
+from bench.analysing.loading import aggregate, load_result_set
 from bench.analysing.recommend import curve, fit_curves, recommend
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import pandas as pd
 from report_synth import linear_turbo, saturating_mpq, write_result_set
 
-from bench.analysing.loading import aggregate, excluded_runs, load_result_set, scenarios
+from bench.analysing.axes import scenarios
+from bench.analysing.loading import aggregate, excluded_runs, load_result_set
 from bench.analysing.recommend import fit_curves, recommend
 from bench.presenting.report import build_report
 
