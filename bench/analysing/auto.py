@@ -80,7 +80,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench.analysing.axes import SCENARIO_KEYS, batch_label, batch_rank, is_auto, select
+from bench.analysing.axes import SCENARIO_KEYS, batch_label, batch_rank, is_auto, plain, select
 from bench.analysing.loading import ok_runs
 from bench.measuring.schedule import RateResolver, frac_load, load_id_suffix
 from bench.schema import LOAD_CLOSED
@@ -321,7 +321,7 @@ def _compare(scenario: dict, load: str, n: int, auto: pd.DataFrame,
                         f" and fell short in {v['short']} of {v['n']} repeats" if v["short"] else ""))
                 for b, (_, v) in sorted(sizes.items(), key=lambda kv: batch_rank(kv[0])))
     b_rows, b = sizes[best]
-    c.best_batch = best.item() if isinstance(best, np.generic) else best
+    c.best_batch = plain(best)
     c.best_cell = b["cell"]
     c.auto_offered, c.best_offered = a["offered"], b["offered"]
     c.auto_eps, c.best_eps = a["eps"], b["eps"]

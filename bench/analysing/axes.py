@@ -27,6 +27,8 @@ __all__ = [
     "batch_rank",
     "batch_sort_key",
     "is_auto",
+    "number_text",
+    "plain",
     "scenario_label",
     "scenario_slug",
     "scenarios",
@@ -124,8 +126,8 @@ def scenario_label(scenario: dict) -> str:
     """Short human label, e.g. 'W=50 us, busy, 300 B events, 1 producer, fork'."""
     p = scenario["producers"]
     return (
-        f"W={_num(scenario['work_us'])} us, {scenario['workload']}, "
-        f"{_num(scenario['event_bytes'])} B events, {_num(p)} producer{'s' if p != 1 else ''}, "
+        f"W={number_text(scenario['work_us'])} us, {scenario['workload']}, "
+        f"{number_text(scenario['event_bytes'])} B events, {number_text(p)} producer{'s' if p != 1 else ''}, "
         f"{scenario['start_method']}"
     )
 
@@ -134,15 +136,21 @@ def scenario_slug(scenario: dict) -> str:
     """File-name-safe id, e.g. 'w50-busy-e300-p1-fork'."""
     return (
         (
-            f"w{_num(scenario['work_us'])}-{scenario['workload']}-e{_num(scenario['event_bytes'])}"
-            f"-p{_num(scenario['producers'])}-{scenario['start_method']}"
+            f"w{number_text(scenario['work_us'])}-{scenario['workload']}-e{number_text(scenario['event_bytes'])}"
+            f"-p{number_text(scenario['producers'])}-{scenario['start_method']}"
         )
         .replace(".", "_")
         .replace("/", "_")
     )
 
 
-def _num(v) -> str:
+def number_text(v) -> str:
+    """A count or size as written: 4.0 -> "4", 2.5 -> "2.5", "auto" as it is."""
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return str(v)
+
+
+def plain(v):
+    """A numpy scalar as the plain Python value (keys and JSON compare and print cleanly)."""
+    return v.item() if isinstance(v, np.generic) else v

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
-from bench.analysing.axes import SCENARIO_KEYS, batch_rank, batch_sort_key, is_auto, select
+from bench.analysing.axes import SCENARIO_KEYS, batch_rank, batch_sort_key, is_auto, plain, select
 from bench.analysing.loading import aggregate
 
 #: Backends whose producer groups events into batches before the consumer can
@@ -176,7 +175,7 @@ def curves(cells: pd.DataFrame, scenario: dict) -> list[tuple[tuple, pd.DataFram
     sc = select(cells, **{k: scenario[k] for k in SCENARIO_KEYS})
     sc = sc[~sc["failed"] & sc["events_per_s"].notna()]
     order = {"turbo": 0, "mpq": 1, "mpq-batch": 2}
-    keys = sorted({(r.backend, _plain(r.batch_size), _plain(r.consumers)) for r in sc.itertuples()},
+    keys = sorted({(r.backend, plain(r.batch_size), plain(r.consumers)) for r in sc.itertuples()},
                   key=lambda k: (order.get(k[0], 3), k[0], batch_rank(k[1]), k[2]))
     return [
         (k, select(sc, backend=k[0], batch_size=k[1], consumers=k[2]).sort_values("events_per_s"))
@@ -194,7 +193,3 @@ def carried(row) -> bool:
     count's allowance.
     """
     return not bool(row["saturated"])
-
-
-def _plain(v):
-    return v.item() if isinstance(v, np.generic) else v

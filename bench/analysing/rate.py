@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from bench.analysing.axes import SCENARIO_KEYS, batch_rank, scenario_label, select
+from bench.analysing.axes import SCENARIO_KEYS, batch_rank, plain, scenario_label, select
 from bench.analysing.loading import DEFAULT_NOISE_THRESHOLD, too_few_valid
 from bench.analysing.openloop import fill_time_s
 
@@ -136,7 +136,7 @@ def recommend_rate(
                          + ", ".join(bad))
     ol = _usable(ol, noise_threshold)
     cl = _usable(cl, noise_threshold)
-    configs = sorted({(_plain(r.batch_size), int(r.consumers)) for df in (ol, cl)
+    configs = sorted({(plain(r.batch_size), int(r.consumers)) for df in (ol, cl)
                       for r in df.itertuples()}, key=lambda k: (batch_rank(k[0]), k[1]))
     for b, n in configs:
         cand = _open_candidate(ol, b, n, rec)
@@ -284,7 +284,3 @@ def _why_none(rec: RateRecommendation, ol: pd.DataFrame, cl: pd.DataFrame) -> st
     best = min(carried, key=lambda c: c.fill_ms)
     return (f"only closed-loop cells carry {r:,.0f} events/s, and at that rate even batch "
             f"{best.batch_size} takes {best.fill_ms:.1f} ms to fill, past the {b:g} ms budget")
-
-
-def _plain(v):
-    return v.item() if hasattr(v, "item") else v

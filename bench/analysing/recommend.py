@@ -9,7 +9,7 @@ Rules (issue 4), applied per scenario (one combination of
   smaller measured count (a failed cell ends the run of counts), where lambda
   is the USL fit's single-process rate when the fit resolves it and the
   best-supported single-consumer estimate otherwise (see
-  :func:`per_process_rate`; an efficiency above 1 is flagged in the notes,
+  :func:`bench.analysing.curves.per_process_rate`; an efficiency above 1 is flagged in the notes,
   since one slow base cell would otherwise inflate every count); lowered to
   floor(N*) of that curve's USL fit when N* is smaller (only when at least
   :data:`bench.analysing.usl.MIN_POINTS` counts were measured, since N* of a thinner fit
@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from bench.analysing.axes import (
@@ -46,11 +45,14 @@ from bench.analysing.axes import (
     batch_rank,
     batch_sort_key,
     is_auto,
+    number_text,
+    plain,
     scenario_label,
     select,
 )
-from bench.analysing.loading import DEFAULT_NOISE_THRESHOLD, too_few_valid, usable_runs
-from bench.analysing.usl import MIN_POINTS, USLFit, fit_usl
+from bench.analysing.curves import curve, fit_curves, superlinear_note
+from bench.analysing.loading import DEFAULT_NOISE_THRESHOLD, too_few_valid
+from bench.analysing.usl import MIN_POINTS, USLFit
 
 TURBO = "turbo"
 DEFAULT_EFFICIENCY_THRESHOLD = 0.8
@@ -75,132 +77,6 @@ def is_batched(cells: pd.DataFrame, backend: str) -> bool:
     """A backend is batched when it was measured at more than one batch size or a size > 1."""
     sizes = cells.loc[cells["backend"] == backend, "batch_size"].dropna().unique()
     return len(sizes) > 1 or any(is_auto(s) or s > 1 for s in sizes)
-
-
-# --------------------------------------------------------------------------- curves
-
-
-#: An efficiency this far above 1 is flagged: no process count can beat N
-#: times the single-process rate, so the base it is measured against is
-#: too low (a slow base cell, or the CPU ran faster in the other cells).
-SUPERLINEAR = 1.05
-
-
-def per_process_rate(okc: pd.DataFrame, fit: USLFit | None) -> tuple[float, str, float]:
-    """(events/s of one consumer, where it comes from, the count it was measured at or NaN).
-
-    The fitted lambda when the fit resolves it (more counts than parameters,
-    a tight error): it rests on every point, not on one base cell.  Otherwise
-    the best-supported single-consumer estimate: the smallest count's cell,
-    unless a larger count ran faster per process (by more than
-    :data:`SUPERLINEAR`), which under the scaling law bounds lambda from
-    below: then that largest per-process rate.
-    """
-    if fit is not None and fit.lambda_resolved:
-        return float(fit.lam), "the fitted lambda", math.nan
-    base = okc.iloc[0]
-    base_n = float(base[SCALING_AXIS])
-    base_rate = float(base["events_per_s"]) / base_n
-    per = okc["events_per_s"] / okc[SCALING_AXIS]
-    top = float(per.max())
-    if top > SUPERLINEAR * base_rate:
-        at = float(okc.loc[per.idxmax(), SCALING_AXIS])
-        return top, (
-            f"the largest per-process rate measured (at {_fmt_n(_plain(at))} consumers: the "
-            f"{_fmt_n(_plain(base_n))}-consumer cell ran slower per process)"
-        ), at
-    return base_rate, f"the {_fmt_n(_plain(base_n))}-consumer cell", base_n
-
-
-def curve(cells: pd.DataFrame, backend: str, batch_size, fit: USLFit | None = None) -> pd.DataFrame:
-    """One scaling curve (cells of one scenario, backend and batch size), with efficiency.
-
-    Adds ``efficiency`` (and ``efficiency_min``/``_max`` from the min/max of
-    repeats) against the single-process rate of :func:`per_process_rate`
-    (``per_process``, described by ``efficiency_base``; ``base_n`` is the
-    count it was measured at, NaN for the fitted lambda), ``efficiency_vs_base``
-    (against the smallest count's cell, as the rate a reader may assume) and
-    ``superlinear`` (either efficiency above :data:`SUPERLINEAR`).  Failed
-    cells stay in the frame with NaN metrics so callers can list them;
-    plotting code drops them.
-    """
-    c = select(cells, backend=backend, batch_size=batch_size).sort_values(SCALING_AXIS).copy()
-    okc = c[~c["failed"]]
-    if okc.empty:
-        c["base_n"] = c["per_process"] = np.nan
-        c["efficiency_base"] = ""
-        c["efficiency"] = c["efficiency_min"] = c["efficiency_max"] = np.nan
-        c["efficiency_vs_base"] = np.nan
-        c["superlinear"] = False
-        return c
-    per_proc, source, base_n = per_process_rate(okc, fit)
-    base = okc.iloc[0]
-    c["base_n"] = base_n
-    c["per_process"] = per_proc
-    c["efficiency_base"] = source
-    denom = c[SCALING_AXIS] * per_proc
-    c["efficiency"] = c["events_per_s"] / denom
-    c["efficiency_min"] = c["events_per_s_min"] / denom
-    c["efficiency_max"] = c["events_per_s_max"] / denom
-    c["efficiency_vs_base"] = c["events_per_s"] / (
-        c[SCALING_AXIS] * base["events_per_s"] / base[SCALING_AXIS]
-    )
-    c["superlinear"] = (c["efficiency"] > SUPERLINEAR) | (c["efficiency_vs_base"] > SUPERLINEAR)
-    return c
-
-
-def superlinear_note(c: pd.DataFrame, label: str) -> str:
-    """A note naming the counts of a curve whose efficiency is above 1, or ''."""
-    okc = c[~c["failed"]]
-    if okc.empty:
-        return ""
-    base_n = _fmt_n(_plain(okc.iloc[0][SCALING_AXIS]))
-    vs_base = okc[okc["efficiency_vs_base"] > SUPERLINEAR]
-    vs_rate = okc[okc["efficiency"] > SUPERLINEAR]
-
-    def counts(df, col):
-        return ", ".join(f"{_fmt_n(_plain(r[SCALING_AXIS]))} ({r[col]:.2f})" for _, r in df.iterrows())
-
-    parts = []
-    if not vs_base.empty:
-        parts.append(f"against the {base_n}-consumer cell at {counts(vs_base, 'efficiency_vs_base')} consumers")
-    if not vs_rate.empty:
-        parts.append(f"against {okc['efficiency_base'].iloc[0]} at {counts(vs_rate, 'efficiency')} consumers")
-    if not parts:
-        return ""
-    return (
-        f"{label}: efficiency above 1 {'; '.join(parts)}. No count can beat N x the one-process "
-        "rate, so the base was slow or the CPU speed changed between cells; the efficiency rule "
-        f"uses {okc['efficiency_base'].iloc[0]}"
-    )
-
-
-def best_batch(cells: pd.DataFrame, backend: str):
-    """The batch size of ``backend`` with the highest median throughput at any count.
-
-    Ties go to the smaller batch (lower latency for the same throughput).
-    None when the backend has no ok cell.
-    """
-    c = cells[(cells["backend"] == backend) & ~cells["failed"]]
-    if c.empty:
-        return None
-    peak = c.groupby("batch_size")["events_per_s"].max()
-    # "auto" ranks after every fixed size: a tie goes to a fixed one.
-    return _plain(min(peak[peak >= peak.max()].index, key=batch_rank))
-
-
-def fit_curves(runs: pd.DataFrame, scenario: dict) -> dict[tuple[str, object], USLFit]:
-    """USL fit per (backend, batch_size) of one scenario, on every ok repeat."""
-    # Invalid, retro-flagged and producer-bound rows are never fitted.
-    okr = usable_runs(select(runs, **scenario))
-    fits = {}
-    for (backend, batch), g in okr.groupby(["backend", "batch_size"], sort=True):
-        fits[(backend, _plain(batch))] = fit_usl(g[SCALING_AXIS], g["events_per_s"])
-    return fits
-
-
-def _plain(v):
-    return v.item() if isinstance(v, np.generic) else v
 
 
 # --------------------------------------------------------------------------- recommendation
@@ -279,7 +155,7 @@ class Recommendation:
         p = self.scenario["producers"]
         text = (
             f"For {self.label}: run **{self.consumers} consumer process"
-            f"{'es' if self.consumers != 1 else ''}** (beside {_fmt_n(p)} producer"
+            f"{'es' if self.consumers != 1 else ''}** (beside {number_text(p)} producer"
             f"{'s' if p != 1 else ''}) with **batch_size={self.batch_size}**"
         )
         p99 = (
@@ -333,7 +209,7 @@ def _auto_or(choice, eligible: pd.DataFrame, at: pd.DataFrame, rec: Recommendati
                              "past the p99 budget): a fixed size is recommended")
         return choice
     a = auto.iloc[0]
-    fixed = f"batch {_fmt_n(_plain(choice['batch_size']))}"
+    fixed = f"batch {number_text(plain(choice['batch_size']))}"
     eps_ok = a["events_per_s"] >= choice["events_per_s"]
     p99_ok = not (a["latency_p99_ms"] > choice["latency_p99_ms"])  # NaN: not held against it
     if eps_ok and p99_ok:
@@ -350,12 +226,6 @@ def _auto_or(choice, eligible: pd.DataFrame, at: pd.DataFrame, rec: Recommendati
     rec.notes.append(f"batch size auto does not beat {fixed} here ({'; '.join(why)}): the fixed "
                      "size is recommended")
     return choice
-
-
-def _fmt_n(v) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
 
 
 def _noisy(row, threshold) -> bool:
@@ -430,7 +300,7 @@ def recommend(
     if len(ok_counts) < 2:
         rec.refusals.append(
             f"too few points: turbo has ok results at {len(ok_counts)} consumer count(s) "
-            f"({', '.join(_fmt_n(_plain(n)) for n in ok_counts) or 'none'}); at least 2 are needed"
+            f"({', '.join(number_text(plain(n)) for n in ok_counts) or 'none'}); at least 2 are needed"
         )
         return rec
     if len(ok_counts) < MIN_POINTS:
@@ -447,7 +317,7 @@ def recommend(
 
     rows = []
     for b in sorted(turbo["batch_size"].unique(), key=batch_rank):
-        b = _plain(b)
+        b = plain(b)
         rows.append(
             _count_for_batch(
                 curve(sc, TURBO, b, fits.get((TURBO, b))),
@@ -478,7 +348,7 @@ def recommend(
         return rec
     ref = candidates.sort_values(["eps", "batch_size"], ascending=[False, True],
                                  key=batch_sort_key).iloc[0]
-    rec.reference_batch = _plain(ref["batch_size"])
+    rec.reference_batch = plain(ref["batch_size"])
     rec.consumers = int(ref["count"])
     rec.consumers_measured = int(ref["measured"])
     rec.bounded_by = ref["bounded_by"]
@@ -488,7 +358,7 @@ def recommend(
     if not (measured_counts == 1).any():
         rec.notes.append(
             f"1 consumer was not measured: efficiency is relative to {rec.efficiency_base}"
-            + (f" (X({_fmt_n(rec.base_n)}) / {_fmt_n(rec.base_n)} per process)"
+            + (f" (X({number_text(rec.base_n)}) / {number_text(rec.base_n)} per process)"
                if math.isfinite(rec.base_n) and rec.base_n != 1 else "")
         )
     for note in per_batch["note"]:
@@ -505,13 +375,13 @@ def recommend(
     # A batch size that failed at this count or at a smaller one is not one to
     # run: its fast cell here does not make it trustworthy.
     failed_upto = turbo[turbo["failed"] & (turbo[SCALING_AXIS] <= n)]
-    unreliable = sorted({_plain(b) for b in failed_upto["batch_size"]}, key=batch_rank)
+    unreliable = sorted({plain(b) for b in failed_upto["batch_size"]}, key=batch_rank)
     at["failed_upto"] = at["batch_size"].isin(unreliable)
     okat = at[~at["failed"] & ~at["failed_upto"]]
     eligible = okat[okat["fits_budget"]]
     if unreliable:
         rec.notes.append(
-            f"batch size(s) {', '.join(_fmt_n(b) for b in unreliable)} failed at or below "
+            f"batch size(s) {', '.join(number_text(b) for b in unreliable)} failed at or below "
             f"{n} consumers and are not considered for the batch size"
         )
     best_eps = eligible["events_per_s"].max()
@@ -520,7 +390,7 @@ def recommend(
     # Sorted by size with "auto" last: the smallest fixed size within reach.
     choice = eligible[eligible["events_per_s"] >= (1 - within) * best_eps].iloc[0]
     choice = _auto_or(choice, eligible, at, rec)
-    rec.batch_size = _plain(choice["batch_size"])
+    rec.batch_size = plain(choice["batch_size"])
     rec.turbo_eps = float(choice["events_per_s"])
     rec.turbo_eps_min = float(choice["events_per_s_min"])
     rec.turbo_eps_max = float(choice["events_per_s_max"])
@@ -533,8 +403,8 @@ def recommend(
         gain = fastest["events_per_s"] / choice["events_per_s"] - 1
         rec.budget_cost = (
             f"the {latency_budget_ms:g} ms p99 budget rules out batch size(s) "
-            f"{', '.join(_fmt_n(_plain(b)) for b in ruled_out['batch_size'])}; the fastest of them "
-            f"(batch {_fmt_n(_plain(fastest['batch_size']))}, p99 {fastest['latency_p99_ms']:.1f} ms) "
+            f"{', '.join(number_text(plain(b)) for b in ruled_out['batch_size'])}; the fastest of them "
+            f"(batch {number_text(plain(fastest['batch_size']))}, p99 {fastest['latency_p99_ms']:.1f} ms) "
             f"would move {gain:.1%} more events/s"
         )
 
@@ -576,7 +446,7 @@ def recommend(
 
 def _count_for_batch(c: pd.DataFrame, fit: USLFit | None, cores, threshold, budget) -> dict:
     """The count rule for one turbo batch size (one row of ``Recommendation.per_batch``)."""
-    b = _plain(c["batch_size"].iloc[0])
+    b = plain(c["batch_size"].iloc[0])
     row = {
         "batch_size": b,
         "base_n": math.nan,
@@ -595,7 +465,7 @@ def _count_for_batch(c: pd.DataFrame, fit: USLFit | None, cores, threshold, budg
     if c.empty or c.iloc[0]["failed"]:
         if not c.empty:
             row["note"] = (
-                f"turbo batch {b}: the smallest count ({_fmt_n(_plain(c.iloc[0][SCALING_AXIS]))}) "
+                f"turbo batch {b}: the smallest count ({number_text(plain(c.iloc[0][SCALING_AXIS]))}) "
                 "failed, so this batch size has no efficiency base"
             )
         return row
@@ -605,16 +475,16 @@ def _count_for_batch(c: pd.DataFrame, fit: USLFit | None, cores, threshold, budg
     # The smallest count is always allowed: against the fitted lambda a slow
     # base cell may fall below the threshold, and that says the cell was
     # slow, not that one consumer is too many.
-    n_eff = _plain(c.iloc[0][SCALING_AXIS])
+    n_eff = plain(c.iloc[0][SCALING_AXIS])
     for _, r in c.iloc[1:].iterrows():
         if r["failed"]:
             row["note"] = (
-                f"turbo batch {b} failed at {_fmt_n(_plain(r[SCALING_AXIS]))} consumers: counts from "
+                f"turbo batch {b} failed at {number_text(plain(r[SCALING_AXIS]))} consumers: counts from "
                 "there on are not recommended from this batch size"
             )
             break
         if r["efficiency"] >= threshold:
-            n_eff = _plain(r[SCALING_AXIS])
+            n_eff = plain(r[SCALING_AXIS])
         else:
             break
     row["efficiency_count"] = n_eff
@@ -664,7 +534,7 @@ def _compare_at(sc: pd.DataFrame, other: str, n, rec: Recommendation, noise: flo
         row = okc.sort_values("events_per_s").iloc[-1]
         if batched:
             cmp.note = "at its best batch size here"
-    cmp.batch_size = _plain(row["batch_size"]) if batched else None
+    cmp.batch_size = plain(row["batch_size"]) if batched else None
     cmp.turbo_eps, cmp.other_eps = rec.turbo_eps, float(row["events_per_s"])
     cmp.ratio = rec.turbo_eps / cmp.other_eps
     cmp.ratio_lo = rec.turbo_eps_min / float(row["events_per_s_max"])

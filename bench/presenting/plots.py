@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.analysing.axes import SCALING_AXIS, batch_rank, is_auto, scenario_label, select  # noqa: E402
-from bench.analysing.recommend import TURBO, backend_name, best_batch, curve, is_batched  # noqa: E402
+from bench.analysing.curves import best_batch, curve  # noqa: E402
+from bench.analysing.recommend import TURBO, backend_name, is_batched  # noqa: E402
 from bench.analysing.usl import MIN_POINTS  # noqa: E402
 
 FIGSIZE = (8.0, 5.0)
@@ -260,7 +261,7 @@ def plot_efficiency(
     """Scaling efficiency X(N) / (N x lambda) vs consumers, with the threshold line.
 
     lambda is the fitted single-process rate where the fit resolves it (see
-    :func:`bench.analysing.recommend.per_process_rate`); points above 1 are
+    :func:`bench.analysing.curves.per_process_rate`); points above 1 are
     ringed: they say the base was too low, not that the queue scaled past ideal.
     """
     sc = select(cells, **scenario)

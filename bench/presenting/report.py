@@ -24,7 +24,6 @@ import argparse
 import json
 import math
 import re
-import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from bench.analysing.axes import (
     scenarios,
     select,
 )
+from bench.analysing.curves import fit_curves
 from bench.analysing.loading import (
     DEFAULT_NOISE_THRESHOLD,
     ResultSet,
@@ -58,7 +58,6 @@ from bench.analysing.recommend import (
     TURBO,
     Recommendation,
     backend_name,
-    fit_curves,
     is_batched,
     recommend,
 )
@@ -70,12 +69,12 @@ from bench.presenting.doc import Doc
 from bench.presenting.exclusions import excluded_section, failed_section
 from bench.presenting.heldout import heldout_section
 from bench.presenting.latency import latency_section, rate_json, rate_lines, rate_table
+from bench.presenting.machine import machine_section, speed_warning
 from bench.presenting.scaling_tables import (
     measured_cells_table,
     recommendation_tables,
     usl_fit_table,
 )
-from bench.schema import SWEEP_AXES, SWEEP_SCALARS
 
 fmt = plots.fmt_float
 
@@ -91,42 +90,6 @@ class Report:
     recommendations: list[Recommendation]
     images: list[Path]
     rate_recommendations: list[RateRecommendation] = field(default_factory=list)
-
-
-#: meta["sweep"] keys that ``python -m bench sweep`` takes as flags (the grid
-#: axes and the scalar settings), in the order the command prints them.
-SWEEP_FLAGS = SWEEP_AXES + SWEEP_SCALARS
-
-
-def reproduce_command(meta: dict) -> tuple[str, bool]:
-    """(command, exact): the sweep's own command line, or one rebuilt from its config.
-
-    The rebuilt one passes every axis explicitly (after count expressions like
-    "cores" were resolved on the original machine), so it reruns the same grid.
-    """
-    sweep = meta.get("sweep") or {}
-    cmd = sweep.get("command")
-    if isinstance(cmd, list):
-        cmd = shlex.join(map(str, cmd))
-    if cmd:
-        return str(cmd), True
-    parts = ["python -m bench sweep"]
-    for key in SWEEP_FLAGS:
-        value = sweep.get(key)
-        if value is None or isinstance(value, dict):
-            continue
-        if isinstance(value, (list, tuple)):
-            value = ",".join(_flag_value(v) for v in value)
-        else:
-            value = _flag_value(value)
-        parts.append(f"--{key.replace('_', '-')} {shlex.quote(value)}")
-    return " ".join(parts), False
-
-
-def _flag_value(v) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
 
 
 def build_report(
@@ -201,7 +164,7 @@ def build_report(
     auto_part.auto_section(doc, auto_cmp)
     heldout_section(doc, rs.path, rs.name)
     _warnings_section(doc, rs, cells, fails, scns, recs, fits_by_scn)
-    _machine_section(doc, rs, cores)
+    machine_section(doc, rs, cores)
 
     images: list[Path] = []
     for i, (s, rec, fits) in enumerate(zip(scns, recs, fits_by_scn)):
@@ -307,7 +270,7 @@ def _why_count(rec: Recommendation, thr: float) -> str:
 
 def _warnings_section(doc, rs: ResultSet, cells, fails, scns, recs, fits_by_scn):
     items = list(rs.warnings)
-    unsteady = _speed_warning(rs.meta.get("machine_speed"))
+    unsteady = speed_warning(rs.meta.get("machine_speed"))
     if unsteady:
         items.append(unsteady)
     if not fails.empty:
@@ -337,99 +300,6 @@ def _warnings_section(doc, rs: ResultSet, cells, fails, scns, recs, fits_by_scn)
     if items:
         doc.h(2, "Warnings")
         doc.ul(items)
-
-
-def _calibration_text(meta: dict) -> str:
-    """The busy loop's iteration count per work setting, over the rounds that calibrated it.
-
-    Per round (``calibrate = "round"``) the spread says how far the machine's
-    speed moved between rounds: the same 20 us took fewer iterations in a
-    slow spell.
-    """
-    first = meta.get("calibration") or {}
-    cals = [first] + [c for _, c in sorted((meta.get("calibrations") or {}).items(), key=lambda kv: int(kv[0]))]
-    per_setting: dict[str, list[int]] = {}
-    for cal in cals:
-        for work, n in (cal.get("busy_iterations") or {}).items():
-            per_setting.setdefault(work, []).append(n)
-    if not per_setting:
-        return "no busy work calibrated"
-    how = f"calibrated in each of {len(cals)} rounds" if len(cals) > 1 else "calibrated once"
-    parts = []
-    for work in sorted(per_setting, key=float):
-        counts = per_setting[work]
-        span = f"{min(counts):,}" if min(counts) == max(counts) else f"{min(counts):,}-{max(counts):,}"
-        parts.append(f"{work} us = {span} iterations")
-    return f"{how}: " + "; ".join(parts)
-
-
-#: A share of speed samples off their median by more than 10% above which the report warns.
-UNSTEADY_SHARE = 0.10
-
-
-def _speed_text(speed: dict | None) -> str:
-    """meta.json's machine_speed in words (bench.measuring.work.speed_summary)."""
-    if not speed:
-        return "not sampled"
-    q = speed["ns_per_iteration"]
-    return (f"{q['median']:.1f} ns per busy-loop iteration (p10-p90 {q['p10']:.1f}-{q['p90']:.1f}, "
-            f"min-max {q['min']:.1f}-{q['max']:.1f}) over {speed['samples']} samples in "
-            f"{speed.get('watch_s', '?')} s; {speed['share_off_median_by_10pct']:.0%} more than 10% "
-            "from the median")
-
-
-def _speed_warning(speed: dict | None) -> str | None:
-    """A warning when the CPU's speed moved before the sweep as much as the drift check allows, else None."""
-    if not speed or speed["share_off_median_by_10pct"] <= UNSTEADY_SHARE:
-        return None
-    return (f"This machine's CPU speed was not steady before the sweep: "
-            f"{speed['share_off_median_by_10pct']:.0%} of the busy loop's 5 ms samples were more than "
-            f"10% from their median, the fastest {speed['max_over_min']:.1f}x the slowest. Cells with "
-            "work will often fail the work-drift check (10%) and be left out; `python -m bench calibrate "
-            "--watch 15` shows it again.")
-
-
-def _machine_section(doc, rs: ResultSet, cores):
-    meta = rs.meta
-    doc.h(2, "Machine and sweep")
-    mem = meta.get("memory_total_bytes")
-    rows = [
-        ["result set", f"`{rs.path}`"],
-        ["host", meta.get("hostname", "?")],
-        ["CPU model", meta.get("cpu_model", "?")],
-        ["logical cores seen", cores if cores else "unknown"],
-        ["physical cores", meta.get("cpu_count_physical", "?")],
-        ["memory", f"{mem / 2**30:.1f} GiB" if isinstance(mem, (int, float)) else "?"],
-        ["platform", meta.get("platform", "?")],
-        ["python", meta.get("python", "?")],
-        ["git commit", f"`{meta.get('git_commit') or 'unknown'}`"],
-        ["started (UTC)", meta.get("started_utc", "?")],
-        [
-            "finished (UTC)",
-            meta.get("finished_utc") or "? (not recorded: the sweep may have stopped early)",
-        ],
-        ["schema version", meta.get("schema_version", "?")],
-        ["cells / rows", f"{rs.runs['cell_id'].nunique()} / {len(rs.runs)}"],
-        ["busy loop", _calibration_text(meta)],
-        ["CPU speed before the sweep", _speed_text(meta.get("machine_speed"))],
-    ]
-    doc.table(["", ""], rows)
-    doc.p(
-        f"This machine has {cores if cores else 'an unknown number of'} logical cores. Throughput at "
-        "more consumers than cores, and every dashed scaling-law curve past the largest measured "
-        "count, is a **model** (the Universal Scalability Law fitted to the measured points), not "
-        "a measurement: a 2-core laptop cannot show 40-core behaviour."
-    )
-    cmd, exact = reproduce_command(meta)
-    doc.p(
-        "Reproduce the sweep with"
-        + ("" if exact else " (every axis spelled out from meta.json's sweep config)")
-        + ":"
-    )
-    doc.code(cmd)
-    if meta.get("sweep"):
-        doc.p("Sweep configuration as run:")
-        doc.code(json.dumps(meta["sweep"], indent=2, sort_keys=True, default=str))
 
 
 def _scenario_section(doc, out, cells, s, rec, fits, cores, thr, budget, *, open_cells=None,

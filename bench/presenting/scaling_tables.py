@@ -9,12 +9,12 @@ from __future__ import annotations
 import math
 
 from bench.analysing.axes import SCALING_AXIS, batch_rank
+from bench.analysing.curves import curve
 from bench.analysing.recommend import (
     DEFAULT_WITHIN,
     TURBO,
     Recommendation,
     backend_name,
-    curve,
     is_batched,
 )
 from bench.presenting import plots

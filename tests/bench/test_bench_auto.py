@@ -30,7 +30,7 @@ def _settings(batch, consumers=1, events=200):
 
 def test_cli_and_toml_take_auto_as_a_batch_size():
     from bench.cli import _sweep_config, build_parser
-    from bench.presenting.report import reproduce_command
+    from bench.presenting.machine import reproduce_command
 
     args = build_parser().parse_args(["sweep", "--backends", "turbo", "--batch-sizes", "auto,1000,100",
                                       "--rate-fractions", "0.5", "--open-loop-batch-sizes", "auto"])

@@ -583,7 +583,7 @@ def test_bad_open_loop_values_name_their_key(raw, key):
 
 def test_cli_open_loop_and_pin_flags_and_the_reproduce_command_round_trip():
     from bench.cli import _sweep_config, build_parser
-    from bench.presenting.report import reproduce_command
+    from bench.presenting.machine import reproduce_command
 
     args = build_parser().parse_args(["sweep", "--backends", "turbo", "--rate", "2000,500",
                                       "--rate-fractions", "0.25", "--pin", "--calibrate", "once"])

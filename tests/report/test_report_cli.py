@@ -14,8 +14,8 @@ import pytest
 from report_synth import linear_turbo, saturating_mpq, write_result_set
 
 from bench.analysing.axes import scenarios
+from bench.analysing.curves import fit_curves
 from bench.analysing.loading import aggregate, find_result_dirs, load_result_set
-from bench.analysing.recommend import fit_curves
 from bench.presenting import plots
 from bench.presenting.report import main
 
@@ -197,15 +197,15 @@ def test_latency_budget_takes_a_unit():
 
 
 def test_the_header_gives_the_busy_loop_of_every_round():
-    from bench.presenting.report import _calibration_text
+    from bench.presenting.machine import calibration_text
 
     once = {"calibration": {"busy_iterations": {"20": 1541, "200": 15000}}, "calibrations": {}}
-    assert _calibration_text(once) == "calibrated once: 20 us = 1,541 iterations; 200 us = 15,000 iterations"
+    assert calibration_text(once) == "calibrated once: 20 us = 1,541 iterations; 200 us = 15,000 iterations"
     rounds = {"calibration": {"busy_iterations": {"20": 1541}},
               "calibrations": {"2": {"busy_iterations": {"20": 1300}}, "1": {"busy_iterations": {"20": 1541}}}}
     # The spread over the rounds: how far the machine's speed moved between them.
-    assert _calibration_text(rounds) == "calibrated in each of 3 rounds: 20 us = 1,300-1,541 iterations"
-    assert _calibration_text({"calibration": {"iterations_per_us": 70.0}}) == "no busy work calibrated"
+    assert calibration_text(rounds) == "calibrated in each of 3 rounds: 20 us = 1,300-1,541 iterations"
+    assert calibration_text({"calibration": {"iterations_per_us": 70.0}}) == "no busy work calibrated"
 
 
 def _speed(share: float) -> dict:
@@ -217,11 +217,11 @@ def test_an_unsteady_cpu_before_the_sweep_is_a_warning(tmp_path):
     import json
     import shutil
 
-    from bench.presenting.report import _speed_text, _speed_warning
+    from bench.presenting.machine import speed_text, speed_warning
 
-    assert _speed_text(None) == "not sampled"
-    assert "19.7 ns per busy-loop iteration (p10-p90 12.1-21.2" in _speed_text(_speed(0.35))
-    assert _speed_warning(_speed(0.05)) is None and _speed_warning(None) is None
+    assert speed_text(None) == "not sampled"
+    assert "19.7 ns per busy-loop iteration (p10-p90 12.1-21.2" in speed_text(_speed(0.35))
+    assert speed_warning(_speed(0.05)) is None and speed_warning(None) is None
     # A committed set, its meta given the speed the 2-core VM showed: the
     # report's warnings say so, with the command that measures it again.
     src = REPO / "results" / "20261207T015054Z-vm"

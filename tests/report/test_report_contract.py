@@ -17,7 +17,7 @@ from bench.analysing.axes import scenarios
 from bench.analysing.compare import compare_sets
 from bench.analysing.loading import COLUMN_KINDS, aggregate, load_result_set
 from bench.analysing.recommend import recommend
-from bench.presenting.report import reproduce_command
+from bench.presenting.machine import reproduce_command
 
 results = pytest.importorskip("bench.results")
 

@@ -17,8 +17,9 @@ import pytest
 from report_synth import Backend, linear_turbo, saturating_mpq, usl_eps, write_result_set
 
 from bench.analysing.axes import scenarios
+from bench.analysing.curves import curve, fit_curves
 from bench.analysing.loading import aggregate, excluded_runs, load_result_set
-from bench.analysing.recommend import curve, fit_curves, recommend
+from bench.analysing.recommend import recommend
 from bench.analysing.usl import fit_usl, usl
 from bench.presenting import plots
 from bench.presenting.report import build_report

@@ -15,8 +15,9 @@ from report_synth import (
 )
 
 from bench.analysing.axes import scenarios
+from bench.analysing.curves import curve, fit_curves
 from bench.analysing.loading import aggregate, load_result_set
-from bench.analysing.recommend import curve, fit_curves, recommend
+from bench.analysing.recommend import recommend
 
 
 def _rec(path, scenario_index=-1, **kw):

@@ -13,8 +13,9 @@ import pandas as pd
 from report_synth import linear_turbo, saturating_mpq, write_result_set
 
 from bench.analysing.axes import scenarios
+from bench.analysing.curves import fit_curves
 from bench.analysing.loading import aggregate, excluded_runs, load_result_set
-from bench.analysing.recommend import fit_curves, recommend
+from bench.analysing.recommend import recommend
 from bench.presenting.report import build_report
 
 CID = "turbo-fork-p1-c{c}-b100-w50-busy-e300"
