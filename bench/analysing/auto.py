@@ -79,6 +79,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from bench.analysing.axes import SCENARIO_KEYS, batch_label, batch_rank, is_auto, plain, select
 from bench.analysing.loading import ok_runs
@@ -99,6 +100,10 @@ EDGE_SHARE = 0.95
 #: Open loop: a shortfall decides a verdict ("fell short of the load") only from this many
 #: pairs of repeats in which one of the two fell short and the other did not, all one way.
 MIN_SHORT_PAIRS = 3
+#: The confidence of a Ratio's interval for the median, and the fewest pairs that give one
+#: (with 5, all of them cover only 94%).
+CONFIDENCE = 0.95
+MIN_CI_PAIRS = 6
 USABLE = "usable"
 OK_BASIS = "ok: fewer than 2 usable pairs of repeats"
 
@@ -107,7 +112,16 @@ WINS, LOSES, MATCHES, UNDECIDED = "wins", "loses", "matches", "cannot decide"
 
 @dataclass
 class Ratio:
-    """auto / best over paired repeats: median (min-max); NaN when not measured."""
+    """auto / best over paired repeats: median (min-max); NaN when not measured.
+
+    ``ci_lo``-``ci_hi``: a :data:`CONFIDENCE` interval for the median of the
+    paired ratios, from their order statistics (the sign test's own interval,
+    ``scipy.stats.quantile_test``: it assumes nothing of how the machine's
+    noise is spread, as the sign test of the verdicts does not).  It needs 6
+    pairs; with 6-8 it is the min-max, and with more it narrows to what the
+    pairs pin down.  An undecided load with 9 or more pairs says with it how
+    large a loss, or a gain, its pairs leave possible.
+    """
 
     median: float = math.nan
     lo: float = math.nan
@@ -115,13 +129,28 @@ class Ratio:
     n: int = 0
     #: Pairs whose ratio is above 1 (auto's figure the higher).
     above: int = 0
+    ci_lo: float = math.nan
+    ci_hi: float = math.nan
 
     @classmethod
     def of(cls, values) -> Ratio:
         v = np.asarray([x for x in values if x == x and math.isfinite(x)], dtype=float)
         if not v.size:
             return cls()
-        return cls(float(np.median(v)), float(v.min()), float(v.max()), int(v.size), int((v > 1).sum()))
+        ci_lo = ci_hi = math.nan
+        if v.size >= MIN_CI_PAIRS:
+            # The interval does not depend on the tested value (q); 1 is "alike".
+            ci = stats.quantile_test(v, q=1.0, p=0.5).confidence_interval(CONFIDENCE)
+            ci_lo, ci_hi = float(ci.low), float(ci.high)
+        return cls(float(np.median(v)), float(v.min()), float(v.max()), int(v.size), int((v > 1).sum()),
+                   ci_lo, ci_hi)
+
+    def interval_text(self, digits: int = 2) -> str:
+        """``"0.93-1.11 (95%, sign test, 24 pairs)"``; '' with too few pairs, or with 6-8 (the min-max)."""
+        if self.ci_lo != self.ci_lo or self.ci_hi != self.ci_hi or (self.ci_lo, self.ci_hi) == (self.lo, self.hi):
+            return ""
+        return (f"{self.ci_lo:.{digits}f}-{self.ci_hi:.{digits}f} ({CONFIDENCE:.0%}, sign test, "
+                f"{self.n} pairs)")
 
     def text(self, digits: int = 2) -> str:
         if self.median != self.median:
@@ -442,8 +471,10 @@ def _paired_verdict(c: AutoComparison) -> tuple[str, str, float]:
         return WINS, f"lower p99 latency than {best} in every repeat, {odds}", chance
     if r.lo > 1:
         return LOSES, f"higher p99 latency than {best} in every repeat, {odds}", chance
+    interval = r.interval_text()
     return UNDECIDED, (f"p99 latency above {best}'s in {r.above} of {r.n} pairs and not in the "
-                       f"others ({r.text()})"), chance
+                       f"others ({r.text()})"
+                       + (f"; the median ratio lies in {interval}" if interval else "")), chance
 
 
 def load_label(c: AutoComparison) -> str:

@@ -59,6 +59,6 @@ def _rate(v: float) -> str:
 
 
 def write_csv(path: Path, comparisons_by_scenario) -> None:
-    """auto_comparison.csv: one row per comparison, ratios flattened (median, min, max)."""
+    """auto_comparison.csv: one row per comparison, ratios flattened (median, min, max, the median's interval)."""
     write_comparisons(path, comparisons_by_scenario,
                       {"eps": "eps_ratio", "qwait_p99": "qwait_p99_ratio", "latency_p99": "latency_p99_ratio"})

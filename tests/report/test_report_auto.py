@@ -333,3 +333,65 @@ def test_a_shortfall_too_few_to_decide_leaves_the_p99s_to_decide():
     c.latency_p99 = Ratio.of([1.2] * 8)  # every pair higher as well: a loss on the p99s
     verdict, reason, chance = _verdict(c)
     assert verdict == LOSES and chance == 0.5 ** 8, reason
+
+
+def _sign_test_coverage(n: int, k: int) -> float:
+    """The chance that [x_(k), x_(n+1-k)] of n paired ratios covers their median (order statistics)."""
+    import math
+
+    return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2 ** n
+
+
+def test_an_undecided_load_states_an_interval_for_the_median_ratio_from_six_pairs():
+    # 24 pairs split evenly around 1, spread far at both ends as slow spells
+    # spread them on the 2-core VM (bench/sweeps/auto-edge.toml's load).
+    from bench.analysing.auto import (
+        CONFIDENCE,
+        MIN_CI_PAIRS,
+        UNDECIDED,
+        AutoComparison,
+        Ratio,
+        _verdict,
+    )
+
+    ratios = [0.49, 0.5, 0.71, 0.76, 0.9, 0.93, 0.93, 0.94, 0.95, 0.97, 0.97, 0.98,
+              0.98, 1.0, 1.01, 1.02, 1.04, 1.11, 1.29, 1.31, 1.49, 1.54, 1.97, 3.06]
+    r = Ratio.of(ratios)
+    s = sorted(ratios)
+    # The widest k whose interval still covers 95%: x_(7) and x_(18) of 24.
+    k = max(k for k in range(1, len(s) // 2 + 1) if _sign_test_coverage(len(s), k) >= CONFIDENCE)
+    assert (r.ci_lo, r.ci_hi) == (s[k - 1], s[len(s) - k]) == (0.93, 1.11)
+    assert r.lo < r.ci_lo < 1 < r.ci_hi < r.hi  # narrower than the min-max, and both ways open
+    c = AutoComparison({}, "rate:35000", 1, best_batch=100)
+    c.latency_p99 = r
+    verdict, reason, _chance = _verdict(c)
+    assert verdict == UNDECIDED
+    assert "p99 latency above batch 100's in 11 of 24 pairs" in reason, reason
+    assert reason.endswith("; the median ratio lies in 0.93-1.11 (95%, sign test, 24 pairs)"), reason
+    # 6 pairs: the min-max is the only interval that covers 95% (96.9%); the
+    # table keeps it, and the reason, which gives the min-max already, does not.
+    six = Ratio.of([0.9, 1.1, 0.95, 1.05, 0.8, 1.2])
+    assert MIN_CI_PAIRS == 6 and (six.ci_lo, six.ci_hi) == (0.8, 1.2) and six.interval_text() == ""
+    c.latency_p99 = six
+    assert "median ratio lies in" not in _verdict(c)[1]
+    # Fewer: none, and the reason says none.
+    few = Ratio.of(ratios[:MIN_CI_PAIRS - 1])
+    assert few.ci_lo != few.ci_lo and few.ci_hi != few.ci_hi and few.interval_text() == ""
+    c.latency_p99 = few
+    assert "median ratio lies in" not in _verdict(c)[1]
+
+
+def test_the_comparison_table_carries_each_ratio_s_interval(tmp_path):
+    import pandas as pd
+
+    path = write_result_set(tmp_path / "set", [_win()], consumers=(1, 2), cores=8, open_loop=("rate:2000",),
+                            open_loop_consumers=(1,), repeats=8)
+    build_report(path, tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "auto_comparison.csv")
+    for ratio in ("eps_ratio", "qwait_p99_ratio", "latency_p99_ratio"):
+        assert {f"{ratio}_ci_lo", f"{ratio}_ci_hi"} <= set(table.columns), ratio
+    row = table[(table["load"] == "rate:2000") & (table["consumers"] == 1)].iloc[0]
+    assert row["pairs"] == 8
+    # 8 pairs: the 95% interval is their min-max (99.2%; the next one in covers 93%).
+    assert (row["latency_p99_ratio_ci_lo"], row["latency_p99_ratio_ci_hi"]) == (
+        row["latency_p99_ratio_min"], row["latency_p99_ratio_max"])
