@@ -5,8 +5,8 @@ Reproduce with::
     python -m bench.micro.handoff_pairs OLD_TREE NEW_TREE --rate 40000 --pairs 5 -o handoff.json
 
 A paced producer (the harness's open-loop schedule, ``produce_on_schedule``)
-puts small events at ``--rate``; one forked consumer takes them with
-``get_batch`` and spins ``--work-us`` per event.  Each event's wait runs from
+puts small events at ``--rate``; one forked consumer (``--consumers``: that
+many) takes them with ``get_batch`` and spins ``--work-us`` per event.  Each event's wait runs from
 the time it was due to its hand-over (the work on the events before it in
 its batch included: what the harness's queue wait measures).  Outside the
 harness so that its own costs (accounting, samplers, one process more on
@@ -17,7 +17,10 @@ checkouts in alternating order, seconds apart; prints each one's p99 and
 mean batch per size and the median of the per-pair ratios with their
 min-max.  Written for the change that stopped an ``auto`` producer filling
 its open batch past the size while its one consumer was busy (see
-turbo_queue/_sizing.py, "its one consumer busy").
+turbo_queue/_sizing.py, "its one consumer busy").  Each run also prints the
+share of its batches above 100 events and their p99 size, which a passing
+backlog grows: with ``--consumers 2 --rate 35000`` the question is whether
+those batches set auto's p99 wait (README, "A calm hour").
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from bench.measuring.events import clock_ns
 from bench.measuring.schedule import produce_on_schedule
 
 size, rate, seconds, work_us = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+consumers = int(sys.argv[5]) if len(sys.argv) > 5 else 1
 size = size if size == "auto" else int(size)
 WARM_NS = 500_000_000
 
@@ -66,28 +70,37 @@ q = turbo_queue.Queue(path, batch_size=size, max_ready=4 if size == "auto" else 
 ctx = mp.get_context("fork")
 out = ctx.Queue()
 start = clock_ns() + 100_000_000
-consumer = ctx.Process(target=consume, args=(path, out, start + WARM_NS))
-consumer.start()
+procs = [ctx.Process(target=consume, args=(path, out, start + WARM_NS)) for _ in range(consumers)]
+for proc in procs:
+    proc.start()
 try:
     with q.producer() as p:
         sched = produce_on_schedule(p.put, lambda k, due: {"k": k, "due": due, "pad": "x" * 200}, rate=rate,
                                     t_start_ns=start, stop_ns=start + int(seconds * 1e9))
     q.close()
-    waits, sizes = out.get(timeout=120)
+    waits, sizes = [], []
+    for _ in procs:
+        w, s = out.get(timeout=120)
+        waits += w
+        sizes += s
 finally:
-    consumer.join(60)
-    if consumer.is_alive():
-        consumer.kill()
-        consumer.join()
+    for proc in procs:
+        proc.join(60)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
     shutil.rmtree(tmp, ignore_errors=True)
 waits.sort()
+sizes.sort()
 print(json.dumps({"p50_ms": waits[len(waits) // 2] / 1e6, "p99_ms": waits[int(0.99 * len(waits))] / 1e6,
-                  "mean_batch": sum(sizes) / len(sizes), "batches": len(sizes), "behind": sched["backlog"]}))
+                  "mean_batch": sum(sizes) / len(sizes), "batches": len(sizes), "behind": sched["backlog"],
+                  "batch_p99": sizes[int(0.99 * (len(sizes) - 1))],
+                  "over_100": sum(s > 100 for s in sizes) / len(sizes)}))
 '''
 
 
 def _run(tree: str, size: str, args: argparse.Namespace) -> dict:
-    out = run_in(tree, CHILD, size, args.rate, args.seconds, args.work_us)
+    out = run_in(tree, CHILD, size, args.rate, args.seconds, args.work_us, args.consumers)
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -103,11 +116,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each run (the first 0.5 s not measured)")
     parser.add_argument("--work-us", type=float, default=20.0, help="the consumer's spin per event")
+    parser.add_argument("--consumers", type=int, default=1, help="forked consumers (default 1)")
     parser.add_argument("--sizes", default="100,auto", help="batch sizes, comma-separated (default 100,auto)")
     parser.add_argument("-o", "--output", help="write every value and ratio here (JSON)")
     args = parser.parse_args()
-    if args.rate <= 0 or args.pairs < 1 or args.seconds <= 0.5 or args.work_us < 0:
-        parser.error("--rate must be > 0, --pairs >= 1, --seconds > 0.5, --work-us >= 0")
+    if args.rate <= 0 or args.pairs < 1 or args.seconds <= 0.5 or args.work_us < 0 or args.consumers < 1:
+        parser.error("--rate must be > 0, --pairs >= 1, --seconds > 0.5, --work-us >= 0, --consumers >= 1")
     trees = {"old": os.path.abspath(args.old), "new": os.path.abspath(args.new)}
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     runs: dict[str, dict[str, list[dict]]] = {name: {s: [] for s in sizes} for name in trees}
@@ -118,9 +132,11 @@ def main() -> None:
                 runs[name][size].append(figures)
                 print(f"pair {pair + 1} {name:>3} batch {size:>5}: p50 {figures['p50_ms']:6.2f} ms "
                       f"p99 {figures['p99_ms']:7.2f} ms mean batch {figures['mean_batch']:5.0f} "
+                      f"(p99 {figures['batch_p99']}, {figures['over_100']:.1%} above 100) "
                       f"behind {figures['behind']}", flush=True)
     summary = {}
-    print(f"\n{args.rate:.0f} events/s offered, one consumer at {args.work_us:g} us an event, {args.pairs} pairs; "
+    print(f"\n{args.rate:.0f} events/s offered, {args.consumers} consumer(s) at {args.work_us:g} us an event, "
+          f"{args.pairs} pairs; "
           "medians of the pairs (min-max)")
     for size in sizes:
         ratio = [n["p99_ms"] / o["p99_ms"] for o, n in zip(runs["old"][size], runs["new"][size])]
