@@ -95,8 +95,7 @@ def _py(values) -> list:
     """numpy scalars -> plain Python, so scenarios print and compare cleanly."""
     out = []
     for v in values:
-        if isinstance(v, np.generic):
-            v = v.item()
+        v = plain(v)
         if isinstance(v, float) and v.is_integer():
             v = int(v) if not math.isnan(v) else v
         out.append(v)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shlex
 
+from bench.analysing.axes import number_text
 from bench.analysing.loading import ResultSet
 from bench.schema import SWEEP_AXES, SWEEP_SCALARS
 
@@ -38,17 +39,11 @@ def reproduce_command(meta: dict) -> tuple[str, bool]:
         if value is None or isinstance(value, dict):
             continue
         if isinstance(value, (list, tuple)):
-            value = ",".join(_flag_value(v) for v in value)
+            value = ",".join(number_text(v) for v in value)
         else:
-            value = _flag_value(value)
+            value = number_text(value)
         parts.append(f"--{key.replace('_', '-')} {shlex.quote(value)}")
     return " ".join(parts), False
-
-
-def _flag_value(v) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
 
 
 def calibration_text(meta: dict) -> str:
